@@ -1,0 +1,42 @@
+"""Device selection: CUDA, then MPS, then CPU, with an explicit override."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import ModelError
+
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+
+def available_devices() -> list[str]:
+    """Devices torch can use on this machine, best first (always ends with ``"cpu"``)."""
+    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices + ["cpu"]
+
+
+def select_device(name: str | torch.device | None = "auto") -> torch.device:
+    """Return the device to run on: ``"auto"`` picks the best available one."""
+    if isinstance(name, torch.device):
+        return name
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device(available_devices()[0])
+    kind = name.split(":")[0]
+    if kind not in DEVICE_CHOICES:
+        raise ModelError(f"Unknown device {name!r}: use one of {', '.join(DEVICE_CHOICES)} (or cuda:N).")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ModelError("CUDA was requested but torch sees no CUDA GPU; use --device cpu or auto.")
+    if kind == "mps" and "mps" not in available_devices():
+        raise ModelError("MPS was requested but torch reports it unavailable on this machine.")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed-precision dtype used by default on ``device`` (bf16 on CUDA when supported, else none)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None

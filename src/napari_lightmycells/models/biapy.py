@@ -1,0 +1,121 @@
+"""Load UNETR and MAE weights trained with BiaPy (``biapy`` 3.x on PyPI).
+
+BiaPy checkpoints are ``torch.save`` dicts with the weights under ``"model"`` and the run's
+configuration under ``"cfg"``. The architecture is read from the configuration, cross-checked
+against the weight shapes (which alone give the patch size, widths, depth, kernel size and
+decoder normalisation), and the parameter names are mapped onto :class:`UNETR2D`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from .unetr import UNETR2D, UNETRConfig
+from .vit import ViTConfig
+
+ENCODER_KEYS = ("patch_embed.", "cls_token", "pos_embed", "blocks.")
+
+
+def is_biapy_checkpoint(checkpoint: dict[str, Any]) -> bool:
+    return isinstance(checkpoint, dict) and "model" in checkpoint and ("cfg" in checkpoint or "biapy_version" in checkpoint)
+
+
+def _biapy_decoder_norm(state: dict[str, torch.Tensor]) -> str:
+    norm_weights = [k for k in state if re.match(r"two_yellow_layers\.0\.block\.0\.block\.1\.weight$", k)]
+    if any(k.endswith("running_mean") for k in state):
+        return "bn"
+    return "in" if norm_weights else "none"
+
+
+def unetr_config_from_biapy(cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> UNETRConfig:
+    """Our :class:`UNETRConfig` for a BiaPy UNETR, from its ``cfg`` dict and its weights."""
+    model_cfg = (cfg or {}).get("MODEL", {})
+    data_cfg = (cfg or {}).get("DATA", {})
+    if model_cfg.get("ARCHITECTURE", "unetr").lower() != "unetr":
+        raise CheckpointError(f"BiaPy checkpoint holds a {model_cfg['ARCHITECTURE']!r} model, not a UNETR.")
+    try:
+        proj = state["patch_embed.proj.weight"]
+        head = state["heads.0.weight"]
+        first_conv = state["two_yellow_layers.0.block.0.block.0.weight"]
+    except KeyError as missing:
+        raise CheckpointError(f"Not a BiaPy UNETR state dict: parameter {missing} is missing.") from None
+    embed_dim, in_channels, patch_size, _ = proj.shape
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    grid = math.isqrt(state["pos_embed"].shape[1] - 1)
+    levels = int(math.log2(patch_size))
+    mult = int(model_cfg.get("UNETR_VIT_HIDD_MULT", -1))
+    if mult <= 0:
+        mult = max(1, depth // levels)
+    activation = str(model_cfg.get("ACTIVATION", model_cfg.get("UNETR_DEC_ACTIVATION", "elu"))).lower()
+    return UNETRConfig(
+        encoder=ViTConfig(
+            in_channels=int(in_channels),
+            img_size=int(grid * patch_size),
+            patch_size=int(patch_size),
+            embed_dim=int(embed_dim),
+            depth=depth,
+            num_heads=int(model_cfg.get("VIT_NUM_HEADS", 12)),
+            mlp_ratio=float(state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim),
+        ),
+        out_channels=int(head.shape[0]),
+        decoder_filters=int(head.shape[1]),
+        kernel_size=int(first_conv.shape[-1]),
+        skip_blocks=tuple(mult * i for i in range(1, levels)),
+        decoder_norm=_biapy_decoder_norm(state),
+        decoder_activation=activation,
+    )
+
+
+def convert_unetr_state_dict(state: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
+    """Rename BiaPy UNETR parameters to :class:`UNETR2D` names."""
+    converted = {}
+    for key, value in state.items():
+        new = key
+        if key.startswith(ENCODER_KEYS):
+            new = "encoder." + key
+        elif key.startswith("ln_pre."):
+            continue  # identity layer outside SAM-3 backbones; holds no weights
+        else:
+            yellow = re.match(r"two_yellow_layers\.(\d+)\.(.*)", key)
+            if yellow:
+                index, rest = int(yellow.group(1)), yellow.group(2)
+                target = {levels - 1: "input_skip", levels: "output_fusion"}.get(index, f"fusions.{index}")
+                new = f"decoder.{target}.{rest}"
+            else:
+                for old, ours in (
+                    ("mid_blue_block.", "decoder.skip_projections."),
+                    ("up_green_layers.", "decoder.upsamplers."),
+                    ("bottleneck.", "decoder.bottleneck."),
+                    ("heads.0.", "decoder.head."),
+                ):
+                    if key.startswith(old):
+                        new = ours + key[len(old) :]
+                        break
+                else:
+                    raise CheckpointError(f"Unexpected parameter {key!r} in BiaPy UNETR checkpoint.")
+            new = new.replace(".block.", ".")
+        converted[new] = value
+    return converted
+
+
+def unetr_from_biapy(checkpoint: dict[str, Any]) -> UNETR2D:
+    """Build a :class:`UNETR2D` holding the weights of a loaded BiaPy UNETR checkpoint."""
+    state = checkpoint["model"]
+    config = unetr_config_from_biapy(checkpoint.get("cfg") or {}, state)
+    model = UNETR2D(config)
+    try:
+        model.load_state_dict(convert_unetr_state_dict(state, config.levels), strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"BiaPy UNETR weights do not fit the inferred architecture: {error}") from None
+    return model.eval()
+
+
+def encoder_state_from_biapy_mae(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Encoder weights (our names, without the ``encoder.`` prefix) from a BiaPy MAE checkpoint."""
+    state = checkpoint.get("model", checkpoint)
+    return {k: v for k, v in state.items() if k.startswith(ENCODER_KEYS)}
