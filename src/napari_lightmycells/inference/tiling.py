@@ -1,0 +1,181 @@
+"""Tiled prediction of 2D images of any size with smoothly blended overlaps.
+
+Every tile is exactly ``tile_size x tile_size`` (so it is a multiple of the model's patch size and all
+tiles batch together). Tiles are cut on the fly from the image with mirror (reflect) indexing, so the
+image is never padded in memory: images smaller than a tile are reflected (repeatedly if needed) up to
+one tile, as BiaPy does, and when an axis needs several tiles the border tiles see a mirrored margin of
+``overlap // 2`` pixels.
+
+Overlapping tile outputs are blended with a separable window that is 1 in the tile centre and ramps
+down over ``overlap`` pixels as a squared raised cosine: about 1e-5 on the outermost pixel, where a
+model's output is least reliable (it sees no context there), but never 0, so every pixel has a positive
+weight and the blend has a continuous slope (no seams). Since all
+tiles lie on a grid, the sum of weights is the outer product of two 1D sums and only the float32
+output is accumulated: memory is the output plus one batch of tiles, whatever the image size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError, ModelError
+
+# (B, 1, T, T) float32 tiles -> (B, C, T, T) outputs.
+BatchFunction = Callable[[np.ndarray], np.ndarray]
+# Called after each batch with (tiles done, total tiles).
+BatchHook = Callable[[int, int], None]
+
+
+def overlap_pixels(tile_size: int, overlap: float) -> int:
+    """Overlap in pixels from a fraction of the tile size (``0 <= overlap <= 0.5``)."""
+    if not 0 <= overlap <= 0.5:
+        raise DataError(f"Tile overlap must be a fraction of the tile size between 0 and 0.5, got {overlap}.")
+    return int(round(overlap * tile_size))
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Where square tiles go: tile ``(i, j)`` covers image rows ``ys[i]:ys[i]+tile`` and columns
+    ``xs[j]:xs[j]+tile`` (starts may be negative and ends may pass the image: mirrored pixels)."""
+
+    shape: tuple[int, int]
+    tile: int
+    overlap: int
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+
+    @classmethod
+    def plan(cls, shape: tuple[int, int], tile: int, overlap: int = 0) -> TileGrid:
+        if tile < 1 or not 0 <= overlap < tile:
+            raise DataError(f"Invalid tiling: tile {tile} px with overlap {overlap} px (need 0 <= overlap < tile).")
+        if len(shape) != 2 or min(shape) < 1:
+            raise DataError(f"Tiling needs a non-empty 2D image, got shape {tuple(shape)}.")
+        margin = overlap // 2
+        return cls(tuple(shape), tile, overlap, *(_axis_starts(n, tile, overlap, margin) for n in shape))
+
+    def __len__(self) -> int:
+        return len(self.ys) * len(self.xs)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((y, x) for y in self.ys for x in self.xs)
+
+    def window(self) -> np.ndarray:
+        """1D blending weights of one tile edge (positive everywhere)."""
+        return blend_window(self.tile, self.overlap)
+
+    def weight_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row and per-column sums of the tiles' 1D weights; their outer product is the 2D weight sum."""
+        window = self.window()
+        return tuple(_axis_weight_sum(n, starts, window) for n, starts in zip(self.shape, (self.ys, self.xs)))
+
+
+def blend_window(length: int, ramp: int) -> np.ndarray:
+    """Squared raised-cosine ramps of ``ramp`` pixels at both ends, 1 in between, never 0 (float32)."""
+    window = np.ones(length, dtype=np.float64)
+    ramp = min(ramp, length // 2)
+    if ramp > 0:
+        rise = (0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp) + 0.5) / ramp)) ** 2
+        window[:ramp] = rise
+        window[length - ramp:] = rise[::-1]
+    return window.astype(np.float32)
+
+
+def reflect_indices(start: int, length: int, size: int) -> np.ndarray:
+    """Indices ``start .. start+length-1`` mirrored into ``[0, size)`` (numpy ``reflect`` mode, repeating)."""
+    indices = np.arange(start, start + length)
+    if size == 1:
+        return np.zeros(length, dtype=np.intp)
+    period = 2 * (size - 1)
+    indices = np.mod(indices, period)
+    return np.where(indices >= size, period - indices, indices).astype(np.intp)
+
+
+def extract_tile(image: np.ndarray, y: int, x: int, tile: int) -> np.ndarray:
+    """The ``tile x tile`` window of ``image`` at ``(y, x)``, mirrored where it leaves the image."""
+    h, w = image.shape
+    if 0 <= y and y + tile <= h and 0 <= x and x + tile <= w:
+        return image[y:y + tile, x:x + tile]
+    return image[np.ix_(reflect_indices(y, tile, h), reflect_indices(x, tile, w))]
+
+
+def predict_tiled(
+    image: np.ndarray,
+    predict_batch: BatchFunction,
+    tile_size: int,
+    overlap: float = 0.125,
+    batch_size: int = 1,
+    on_batch: BatchHook | None = None,
+) -> np.ndarray:
+    """Predict a 2D ``image`` tile by tile; returns a ``(C, H, W)`` float32 array.
+
+    ``overlap`` is a fraction of ``tile_size``. ``on_batch(done, total)`` runs after every batch (use it
+    for progress and to stop: an exception raised there aborts the prediction).
+    """
+    if image.ndim != 2:
+        raise DataError(f"Tiled prediction needs a 2D image, got shape {image.shape}.")
+    if batch_size < 1:
+        raise DataError(f"Batch size must be at least 1, got {batch_size}.")
+    grid = TileGrid.plan(image.shape, tile_size, overlap_pixels(tile_size, overlap))
+    window = grid.window()
+    positions = list(grid)
+    output: np.ndarray | None = None
+    for first in range(0, len(positions), batch_size):
+        batch_positions = positions[first:first + batch_size]
+        tiles = np.stack([extract_tile(image, y, x, tile_size) for y, x in batch_positions])
+        predicted = np.asarray(predict_batch(tiles[:, None].astype(np.float32, copy=False)))
+        _check_output(predicted, len(batch_positions), tile_size)
+        if output is None:
+            output = np.zeros((predicted.shape[1], *image.shape), dtype=np.float32)
+        for (y, x), tile_output in zip(batch_positions, predicted):
+            _accumulate(output, tile_output, y, x, window)
+        if on_batch is not None:
+            on_batch(first + len(batch_positions), len(positions))
+    row_sums, column_sums = grid.weight_sums()
+    output /= row_sums[:, None]
+    output /= column_sums[None, :]
+    return output
+
+
+def count_tiles(shape: tuple[int, int], tile_size: int, overlap: float = 0.125) -> int:
+    """Number of tiles :func:`predict_tiled` runs for an image of ``shape``."""
+    return len(TileGrid.plan(tuple(shape), tile_size, overlap_pixels(tile_size, overlap)))
+
+
+def _axis_starts(n: int, tile: int, overlap: int, margin: int) -> tuple[int, ...]:
+    """Tile starts along one axis: a single centred tile if the axis fits, else evenly spread tiles
+    covering ``[-margin, n + margin)`` with at least ``overlap`` pixels shared by neighbours."""
+    if n <= tile:
+        return (-((tile - n) // 2),)
+    extent = n + 2 * margin
+    count = math.ceil((extent - overlap) / (tile - overlap))
+    starts = np.round(np.linspace(0, extent - tile, count)).astype(int) - margin
+    return tuple(int(s) for s in starts)
+
+
+def _axis_weight_sum(n: int, starts: tuple[int, ...], window: np.ndarray) -> np.ndarray:
+    total = np.zeros(n, dtype=np.float32)
+    for start in starts:
+        lo, hi = max(start, 0), min(start + len(window), n)
+        total[lo:hi] += window[lo - start:hi - start]
+    return total
+
+
+def _accumulate(output: np.ndarray, tile_output: np.ndarray, y: int, x: int, window: np.ndarray) -> None:
+    """Add the weighted part of one tile's output that falls inside the image."""
+    tile = len(window)
+    h, w = output.shape[1:]
+    y0, y1, x0, x1 = max(y, 0), min(y + tile, h), max(x, 0), min(x + tile, w)
+    weights = np.outer(window[y0 - y:y1 - y], window[x0 - x:x1 - x])
+    output[:, y0:y1, x0:x1] += tile_output[:, y0 - y:y1 - y, x0 - x:x1 - x] * weights
+
+
+def _check_output(predicted: np.ndarray, count: int, tile: int) -> None:
+    if predicted.ndim != 4 or predicted.shape[0] != count or predicted.shape[2:] != (tile, tile):
+        raise ModelError(
+            f"The model returned shape {predicted.shape} for {count} tiles of {tile}x{tile}; "
+            f"expected ({count}, C, {tile}, {tile})."
+        )

@@ -1,0 +1,124 @@
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from napari_lightmycells.errors import DataError, ModelError
+from napari_lightmycells.inference.tiling import (
+    TileGrid,
+    blend_window,
+    count_tiles,
+    extract_tile,
+    predict_tiled,
+    reflect_indices,
+)
+
+KERNEL = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 1, 5, 5)).astype(np.float32))
+
+
+def conv5x5(batch: np.ndarray) -> np.ndarray:
+    """A fixed 5x5 convolution (receptive radius 2) with mirror padding."""
+    x = F.pad(torch.from_numpy(batch), (2, 2, 2, 2), mode="reflect")
+    return F.conv2d(x, KERNEL).numpy()
+
+
+def test_reflect_indices_match_numpy_pad_even_when_repeating():
+    for size in (1, 2, 3, 7):
+        row = np.arange(size)
+        padded = np.pad(row, 20, mode="reflect") if size > 1 else np.zeros(size + 40, int)
+        np.testing.assert_array_equal(reflect_indices(-20, size + 40, size), padded)
+
+
+def test_extract_tile_mirrors_small_images():
+    image = np.arange(37 * 41, dtype=np.float32).reshape(37, 41)
+    tile = extract_tile(image, -13, -11, 64)
+    np.testing.assert_array_equal(tile, np.pad(image, ((13, 14), (11, 12)), mode="reflect"))
+
+
+def test_blend_window_is_positive_symmetric_and_flat_inside():
+    window = blend_window(64, 16)
+    assert window.min() > 0 and window.max() == 1
+    np.testing.assert_allclose(window, window[::-1])
+    assert (window[16:48] == 1).all()
+
+
+@pytest.mark.parametrize("shape", [(37, 41), (64, 64), (200, 130), (1000, 1333)])
+def test_grid_covers_every_pixel_with_positive_weight(shape):
+    grid = TileGrid.plan(shape, 128, 16)
+    rows, columns = grid.weight_sums()
+    assert rows.min() > 0 and columns.min() > 0
+    assert grid.ys[0] <= 0 and grid.ys[-1] + 128 >= shape[0]
+    assert grid.xs[0] <= 0 and grid.xs[-1] + 128 >= shape[1]
+    for starts in (grid.ys, grid.xs):  # neighbours share at least the overlap
+        assert all(b - a <= 128 - 16 for a, b in zip(starts, starts[1:]))
+
+
+def test_tiled_equals_whole_image_prediction():
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(300, 257)).astype(np.float32)
+    whole = conv5x5(image[None, None])[0]
+    tiled = predict_tiled(image, conv5x5, tile_size=64, overlap=0.25, batch_size=3)
+    assert tiled.shape == (1, 300, 257) and tiled.dtype == np.float32
+    # only the few pixels within 2 px of a tile edge differ, and they carry a tiny blending weight
+    np.testing.assert_allclose(tiled, whole, atol=5e-3 * np.abs(whole).max())
+    assert np.median(np.abs(tiled - whole)) < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(37, 41), (1000, 1333)])
+def test_odd_sizes(shape):
+    image = np.random.default_rng(2).random(shape, dtype=np.float32)
+    output = predict_tiled(image, lambda t: np.concatenate([t, -t], axis=1), tile_size=128, batch_size=8)
+    assert output.shape == (2, *shape)
+    np.testing.assert_allclose(output[0], image, atol=1e-5)
+    np.testing.assert_allclose(output[1], -image, atol=1e-5)
+
+
+def test_no_seams_with_a_position_dependent_model():
+    tile = 64
+    image = np.tile(np.linspace(0, 1, 300, dtype=np.float32), (300, 1))
+    bias = np.linspace(-0.1, 0.1, tile, dtype=np.float32)
+
+    def shifted(batch):  # every tile disagrees with its neighbours by up to 0.2 at the borders
+        return batch + bias[None, None, None, :]
+
+    output = predict_tiled(image, shifted, tile_size=tile, overlap=0.25)[0]
+    grid = TileGrid.plan(image.shape, tile, 16)
+    borders = sorted({x + e for x in grid.xs for e in (0, tile) if 0 < x + e < 300})
+    curvature = np.abs(np.diff(output, n=2, axis=1)).max(axis=0)
+    hard_seam = 0.2  # what cutting tiles without blending would give
+    assert curvature[[b - 1 for b in borders]].max() < hard_seam / 10
+    assert curvature.max() < hard_seam / 10
+
+
+def test_memory_is_bounded_by_the_output_and_one_batch():
+    shape, tile, batch = (1536, 1536), 128, 4
+    image = np.zeros(shape, dtype=np.float32)
+    image[::7] = 1
+    tracemalloc.start()
+    predict_tiled(image, lambda t: t * 2, tile_size=tile, batch_size=batch)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    output_bytes = image.nbytes
+    batch_bytes = 4 * batch * tile * tile * 4  # tiles, outputs and temporaries of one batch
+    assert peak < output_bytes + batch_bytes + 1_000_000
+    assert count_tiles(shape, tile) > 100  # many tiles, never all in memory
+
+
+def test_invalid_arguments():
+    image = np.ones((10, 10), dtype=np.float32)
+    with pytest.raises(DataError, match="overlap"):
+        predict_tiled(image, lambda t: t, 64, overlap=0.9)
+    with pytest.raises(DataError, match="2D"):
+        predict_tiled(np.ones((2, 10, 10)), lambda t: t, 64)
+    with pytest.raises(ModelError, match="shape"):
+        predict_tiled(image, lambda t: t[:, :, :32], 64)
+
+
+def test_progress_hook_sees_every_batch():
+    calls = []
+    predict_tiled(np.ones((300, 300), np.float32), lambda t: t, 64, batch_size=4, on_batch=lambda d, n: calls.append((d, n)))
+    total = count_tiles((300, 300), 64)
+    assert calls[-1] == (total, total)
+    assert len(calls) == -(-total // 4)
