@@ -1,0 +1,58 @@
+"""``lightmycells`` command line: thin layer over the core API (one module per sub-command)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ..errors import LightMyCellsError, StopRequested
+
+# Sub-command name -> module in this package exposing ``add_parser(subparsers)`` and ``run(args)``.
+COMMANDS = {
+    "models": "models",
+    "pretrain": "pretrain",
+    "train": "train",
+    "predict": "predict",
+    "evaluate": "evaluate",
+    "study": "study",
+    "demo": "demo",
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(
+        prog="lightmycells",
+        description="Predict fluorescence organelles from label-free microscopy (LightMyCells UNETR models).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"{__name__}.{module_name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{module_name}":
+                raise
+            continue
+        module.add_parser(sub)
+        modules[name] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 1
+    try:
+        return modules[args.command].run(args) or 0
+    except LightMyCellsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, StopRequested):
+        print("interrupted: the last checkpoint written is kept.", file=sys.stderr)
+        return 130

@@ -1,0 +1,96 @@
+import os
+
+import pytest
+import torch
+
+from napari_lightmycells.checkpoint import (
+    atomic_save,
+    load_encoder_state,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+    unwrap,
+)
+from napari_lightmycells.errors import CheckpointError
+from napari_lightmycells.models import MAE2D, UNETR2D, create_model
+
+
+def test_roundtrip_gives_bit_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("unetr_tiny").eval()
+    with torch.no_grad():  # non-default decoder statistics and weights
+        model.decoder.head.bias.fill_(0.3)
+    path = save_checkpoint(
+        tmp_path / "nucleus.pt", model, organelle="Nucleus", modality=["BF", "PC"],
+        provenance_extra={"epoch": 7, "metrics": {"val_psnr": 31.5}},
+    )
+    loaded, card = load_model(path)
+    x = torch.randn(2, 1, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert isinstance(loaded, UNETR2D) and not loaded.training
+    assert card.config == model.config
+    assert (card.organelle, card.modality, card.normalization) == ("Nucleus", ("BF", "PC"), "zscore")
+    assert card.provenance["epoch"] == 7 and card.provenance["metrics"]["val_psnr"] == 31.5
+    assert card.provenance["torch"] == str(torch.__version__)
+    assert "Nucleus" in card.describe() and "epoch 7" in card.describe()
+
+
+def test_mae_checkpoint_rebuilds_mae_and_initialises_encoder(tmp_path):
+    torch.manual_seed(0)
+    mae = create_model("mae_tiny")
+    path = save_checkpoint(tmp_path / "mae.pt", mae)
+    loaded, card = load_model(path)
+    assert isinstance(loaded, MAE2D) and card.kind == "mae"
+    unetr = create_model("unetr_tiny")
+    unetr.encoder.load_state_dict(load_encoder_state(path))
+    assert torch.equal(unetr.encoder.blocks[-1].mlp.fc2.weight, mae.encoder.blocks[-1].mlp.fc2.weight)
+
+
+def test_wrapped_models_are_unwrapped(tmp_path):
+    model = create_model("unetr_tiny")
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert unwrap(Wrapper(model)) is model
+    save_checkpoint(tmp_path / "w.pt", Wrapper(model))
+    assert "encoder.cls_token" in read_checkpoint(tmp_path / "w.pt")["state_dict"]
+
+
+def test_missing_corrupt_and_foreign_files_give_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "nope.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable model checkpoint"):
+        load_model(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="Not a napari-lightmycells checkpoint"):
+        load_model(foreign)
+    with pytest.raises(CheckpointError, match="Cannot checkpoint"):
+        save_checkpoint(tmp_path / "x.pt", torch.nn.Linear(2, 2))
+
+
+def test_truncated_checkpoint_is_rejected(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", create_model("unetr_tiny"))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_model(path)
+
+
+def test_atomic_save_keeps_previous_file_when_writing_fails(tmp_path):
+    path = atomic_save({"a": torch.ones(1)}, tmp_path / "state.pt")
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_save({"a": Unpicklable()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(1))
+    assert os.listdir(tmp_path) == ["state.pt"]  # no temporary file left behind

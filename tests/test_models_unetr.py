@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from napari_lightmycells.errors import DataError
+from napari_lightmycells.models import UNETR2D, UNETRConfig, ViTConfig, count_parameters, create_model, unetr_config
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return create_model("unetr_tiny").eval()
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (32, 96), (128, 40), (8, 8)])
+def test_output_shape_matches_input_for_any_multiple_of_the_patch(tiny, shape):
+    x = torch.randn(2, 1, *shape)
+    with torch.no_grad():
+        y = tiny(x)
+    assert y.shape == (2, 1, *shape)
+    assert torch.isfinite(y).all()
+
+
+def test_side_not_multiple_of_patch_is_a_clear_error(tiny):
+    with pytest.raises(DataError, match="multiple of the 8-pixel token"):
+        tiny(torch.randn(1, 1, 60, 64))
+
+
+def test_reference_size_uses_stored_positional_embedding_unchanged(tiny):
+    grid = tiny.encoder.config.grid_size
+    assert tiny.encoder.pos_embed_for((grid, grid)) is tiny.encoder.pos_embed
+    resampled = tiny.encoder.pos_embed_for((grid // 2, grid * 2))
+    assert resampled.shape == (1, 1 + grid * grid, tiny.encoder.config.embed_dim)
+
+
+def test_translation_of_content_is_not_ignored(tiny):
+    """Different inputs give different outputs: the network is not collapsed to a constant."""
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        assert not torch.allclose(tiny(x), tiny(torch.roll(x, 8, dims=-1)))
+
+
+def test_skip_blocks_default_spacing_and_validation():
+    cfg = UNETRConfig(encoder=ViTConfig(img_size=64, patch_size=32, embed_dim=32, depth=12, num_heads=2))
+    assert cfg.resolved_skip_blocks() == (2, 4, 6, 8)  # BiaPy's default: every depth // log2(patch) blocks
+    with pytest.raises(ValueError, match="skip_blocks"):
+        UNETR2D(UNETRConfig(encoder=cfg.encoder, skip_blocks=(1, 2)))
+    with pytest.raises(ValueError, match="power of two"):
+        UNETR2D(UNETRConfig(encoder=ViTConfig(img_size=72, patch_size=24, embed_dim=32, depth=4, num_heads=2)))
+
+
+def test_paper_presets_match_the_paper():
+    nucleus, tubulin = unetr_config("unetr_paper"), unetr_config("unetr_paper_tubulin")
+    enc = nucleus.encoder
+    assert (enc.embed_dim, enc.depth, enc.num_heads, enc.patch_size) == (768, 12, 12, 32)
+    assert (nucleus.decoder_filters, nucleus.kernel_size) == (32, 9)
+    assert (tubulin.decoder_filters, tubulin.kernel_size) == (16, 7)
+    assert nucleus.resolved_skip_blocks() == (3, 6, 9, 12)
+
+
+def test_backward_gives_gradients_to_encoder_and_decoder(tiny):
+    model = create_model("unetr_tiny").train()
+    loss = model(torch.randn(2, 1, 64, 64)).pow(2).mean()
+    loss.backward()
+    assert model.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert model.decoder.head.weight.grad.abs().sum() > 0
+    assert model.encoder.pos_embed.grad is None  # fixed sin-cos embedding
+
+
+def test_bf16_autocast_and_channels_last(tiny):
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        ref = tiny(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = tiny(x)
+        fast = tiny.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    tiny.to(memory_format=torch.contiguous_format)
+    assert low.dtype == torch.bfloat16
+    scale = ref.abs().max()
+    assert (low.float() - ref).abs().max() < 0.1 * scale
+    assert torch.allclose(fast, ref, atol=1e-5)
+
+
+def test_parameter_count_is_stable_for_presets():
+    model = create_model("unetr_tiny")
+    manual = sum(p.numel() for p in model.encoder.parameters()) + sum(p.numel() for p in model.decoder.parameters())
+    assert count_parameters(model) == manual
