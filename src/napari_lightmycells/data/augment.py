@@ -92,7 +92,10 @@ class Augmenter(nn.Module):
         cfg = self.config
         coarse = torch.randn((len(chosen), 2, cfg.elastic_grid, cfg.elastic_grid), generator=self.generator)
         coarse = coarse * chosen.view(-1, 1, 1, 1)
-        field = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
+        # Bicubic to a 1/8-resolution field (smooth), then cheap bilinear to full resolution.
+        middle = (max(height // 8, cfg.elastic_grid), max(width // 8, cfg.elastic_grid))
+        field = F.interpolate(coarse, size=middle, mode="bicubic", align_corners=True)
+        field = F.interpolate(field, size=(height, width), mode="bilinear", align_corners=True)
         scale = torch.tensor([2.0 * cfg.elastic_alpha / width, 2.0 * cfg.elastic_alpha / height])
         return field.permute(0, 2, 3, 1) * scale
 
@@ -106,22 +109,23 @@ class Augmenter(nn.Module):
         if (contrast == 1).all() and (brightness == 0).all():
             return image
         shape = (batch, 1, 1, 1)
-        mean = image.mean(dim=(1, 2, 3), keepdim=True)
-        std = image.std(dim=(1, 2, 3), keepdim=True)
+        std, mean = torch.std_mean(image, dim=(1, 2, 3), keepdim=True)
         contrast, brightness = contrast.view(shape).to(image), brightness.view(shape).to(image)
         return (image - mean) * contrast + mean + brightness * std
 
     def _gridmask(self, image: torch.Tensor) -> torch.Tensor:
         cfg, (batch, _, height, width) = self.config, image.shape
         chosen = self._chosen(batch, cfg.gridmask_p)
-        if not chosen.any():
-            return image
         unit = self._uniform(batch, *cfg.gridmask_d_range) * min(height, width)
         offsets = self._rand(batch, 2) * unit[:, None]
         angles = self._uniform(batch, 0.0, 2 * math.pi) * cfg.gridmask_rotate
-        mask = gridmask(height, width, unit, cfg.gridmask_ratio, offsets, angles, image.device)
-        keep = torch.where(chosen.to(image.device).view(-1, 1, 1), mask, torch.ones_like(mask))
-        return image * keep[:, None].to(image.dtype)
+        if not chosen.any():
+            return image
+        index = chosen.nonzero().flatten()
+        mask = gridmask(height, width, unit[index], cfg.gridmask_ratio, offsets[index], angles[index], image.device)
+        image = image.clone()
+        image[index.to(image.device)] *= mask[:, None].to(image.dtype)
+        return image
 
 
 def affine_matrices(
@@ -156,14 +160,14 @@ def gridmask(
     One square is dropped per ``unit x unit`` cell of a grid shifted by ``offsets`` (B, 2) and rotated by
     ``angles`` (B,), so the kept fraction is ``1 - (1 - ratio) ** 2``.
     """
-    ys = torch.arange(height, device=device, dtype=torch.float32) - (height - 1) / 2
-    xs = torch.arange(width, device=device, dtype=torch.float32) - (width - 1) / 2
-    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    y = (torch.arange(height, device=device, dtype=torch.float32) - (height - 1) / 2).view(1, -1, 1)
+    x = (torch.arange(width, device=device, dtype=torch.float32) - (width - 1) / 2).view(1, 1, -1)
     cos, sin = [t.to(device).view(-1, 1, 1) for t in (torch.cos(angles), torch.sin(angles))]
     unit = unit.to(device).view(-1, 1, 1)
-    offsets = offsets.to(device)
-    u = x * cos + y * sin + offsets[:, 0].view(-1, 1, 1)
-    v = -x * sin + y * cos + offsets[:, 1].view(-1, 1, 1)
+    offsets = offsets.to(device).view(-1, 2, 1, 1)
+    # Rotated coordinates; the broadcasting keeps the (H, W)-sized work to one add per axis.
+    u = (x * cos + offsets[:, 0]) + y * sin
+    v = (y * cos + offsets[:, 1]) - x * sin
     dropped_side = (1 - ratio) * unit
     dropped = (torch.remainder(u, unit) < dropped_side) & (torch.remainder(v, unit) < dropped_side)
     return (~dropped).float()
