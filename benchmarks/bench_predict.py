@@ -1,0 +1,200 @@
+"""Benchmark tiled prediction: megapixels/s, peak memory and fraction of peak FLOP rate.
+
+Runs the paper-config UNETR (preset ``unetr_paper``) through :class:`Predictor` on a synthetic image,
+and BiaPy's own UNETR on the same tiles when ``biapy`` is importable. Weights are random (speed does
+not depend on them). Example::
+
+    python benchmarks/bench_predict.py --size 2048 --tile 1024 --repeats 1
+
+Prints a table and writes ``benchmarks/results/predict_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from napari_lightmycells.devices import autocast_dtype, select_device
+from napari_lightmycells.inference.predictor import Predictor
+from napari_lightmycells.inference.tiling import count_tiles
+from napari_lightmycells.models import create_model
+
+# Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA data sheets, matched against the device name.
+CUDA_BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0}
+
+
+class BiapyUNETR(nn.Module):
+    """BiaPy's UNETR with the paper's settings, exposing ``patch_size`` and returning a tensor."""
+
+    def __init__(self, tile: int):
+        super().__init__()
+        from biapy.models.unetr import UNETR
+
+        self.patch_size = 32
+        self.net = UNETR(
+            input_shape=(tile, tile, 1), patch_size=32, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
+            num_filters=32, output_channels=[1], output_channel_info=["F"], decoder_activation="relu",
+            ViT_hidd_mult=3, normalization="bn", k_size=9,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if isinstance(out, dict):
+            out = out["pred"]
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+
+class PeakRSS:
+    """Samples the process's resident memory in a thread; ``peak`` is the maximum seen (bytes)."""
+
+    def __init__(self, interval_s: float = 0.01):
+        self.interval_s, self.peak = interval_s, 0
+        self._process, self._stop = psutil.Process(), threading.Event()
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+
+def tile_flops(model: nn.Module, tile: int) -> int:
+    """FLOPs of one forward pass on a ``1x1xtile x tile`` input, counted on the meta device."""
+    meta_model = copy.deepcopy(model).to("meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta_model(torch.empty(1, 1, tile, tile, device="meta"))
+    return counter.get_total_flops()
+
+
+def peak_tflops(device: torch.device, override: float | None) -> tuple[float | None, str]:
+    """Peak FLOP rate of ``device`` in the precision used (bf16 on CUDA, fp32 on CPU) and its source."""
+    if override:
+        return override, "--peak-tflops"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, value in CUDA_BF16_PEAK_TFLOPS.items():
+            if key in name:
+                return value, f"bf16 dense data sheet ({key})"
+        return None, f"unknown GPU {name}: pass --peak-tflops"
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flops_per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8  # fp32, 2 FMA units
+    freq = psutil.cpu_freq()
+    ghz = (freq.max or freq.current) / 1000 if freq else 2.5
+    cores = torch.get_num_threads()
+    return cores * ghz * flops_per_cycle / 1000, f"estimate: {cores} threads x {ghz:.2f} GHz x {flops_per_cycle} fp32 FLOP/cycle"
+
+
+def bench(name: str, model: nn.Module, image: np.ndarray, device: torch.device, args) -> dict:
+    predictor = Predictor({"Nucleus": model}, device=device, tile_size=args.tile, overlap=args.overlap,
+                          batch_size=args.batch)
+    if device.type == "cuda":  # warm-up (cuDNN autotuning, lazy init)
+        predictor.predict(image[: args.tile, : args.tile])
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    with PeakRSS() as rss:
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            predictor.predict(image)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+    seconds = float(np.median(times))
+    tiles = count_tiles(image.shape, args.tile, args.overlap)
+    flops = tile_flops(model, args.tile) * tiles
+    peak, peak_source = peak_tflops(device, args.peak_tflops)
+    achieved = flops / seconds / 1e12
+    memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
+    return {
+        "model": name,
+        "seconds": seconds,
+        "megapixels_per_s": image.size / 1e6 / seconds,
+        "peak_memory_mib": memory / 2**20,
+        "memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS",
+        "tiles": tiles,
+        "tflop_per_image": flops / 1e12,
+        "achieved_tflops": achieved,
+        "peak_tflops": peak,
+        "peak_source": peak_source,
+        "fraction_of_peak": achieved / peak if peak else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--overlap", type=float, default=0.125)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--preset", default="unetr_paper")
+    parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    parser.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP rate of the device (TFLOP/s)")
+    parser.add_argument("--no-biapy", action="store_true", help="skip BiaPy's UNETR even if importable")
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(500, 50, size=(args.size, args.size)).astype(np.float32)
+    torch.manual_seed(0)
+    for device_name in args.devices:
+        device = select_device(device_name)
+        models = {f"ours ({args.preset})": create_model(args.preset)}
+        if not args.no_biapy:
+            try:
+                models["biapy UNETR"] = BiapyUNETR(args.tile)
+            except ImportError:
+                print("biapy is not importable: skipping its UNETR")
+        rows = [bench(name, model, image, device, args) for name, model in models.items()]
+        report = {
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+            or platform.machine(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "autocast": str(autocast_dtype(device)),
+            "size": args.size, "tile": args.tile, "overlap": args.overlap, "batch": args.batch,
+            "repeats": args.repeats, "results": rows,
+        }
+        print_table(report)
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        path = args.output_dir / f"predict_{device.type}.json"
+        path.write_text(json.dumps(report, indent=2))
+        print(f"saved {path}")
+
+
+def print_table(report: dict) -> None:
+    print(f"\n{report['device']} ({report['device_name']}), {report['size']}² image, {report['tile']}² tiles, "
+          f"batch {report['batch']}, autocast {report['autocast']}")
+    header = f"{'model':<24}{'s/image':>10}{'MP/s':>10}{'peak MiB':>10}{'TFLOP':>8}{'TFLOP/s':>9}{'% peak':>8}"
+    print(header + "\n" + "-" * len(header))
+    for row in report["results"]:
+        fraction = f"{100 * row['fraction_of_peak']:.1f}" if row["fraction_of_peak"] is not None else "n/a"
+        print(f"{row['model']:<24}{row['seconds']:>10.2f}{row['megapixels_per_s']:>10.3f}"
+              f"{row['peak_memory_mib']:>10.0f}{row['tflop_per_image']:>8.2f}{row['achieved_tflops']:>9.3f}"
+              f"{fraction:>8}")
+
+
+if __name__ == "__main__":
+    main()
