@@ -30,7 +30,9 @@ RESULTS = Path(__file__).parent / "results" / "dataloader.json"
 
 def measure(cases, patch: int, samples: int, workers: int, augment: bool, batch_size: int) -> float:
     """Samples per second over ``samples`` patches, after one warm-up batch."""
-    dataset = PairedDataset(cases, "Nucleus", patch_size=patch, samples_per_case=samples // len(cases) + batch_size)
+    dataset = PairedDataset(
+        cases, "Nucleus", patch_size=patch, samples_per_case=samples // len(cases) + batch_size
+    )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=True)
     augmenter = Augmenter(AugmentConfig(enabled=augment), generator=torch.Generator().manual_seed(0))
     batches = iter(loader)
@@ -71,7 +73,10 @@ def main() -> None:
     print(f"\n{'workers':>7} | {'augmentation':>12} | {'samples/s':>9}")
     print(f"{'-' * 7}-+-{'-' * 12}-+-{'-' * 9}")
     for row in rows:
-        print(f"{row['workers']:>7} | {'yes' if row['augmentation'] else 'no':>12} | {row['samples_per_s']:>9.2f}")
+        print(
+            f"{row['workers']:>7} | {'yes' if row['augmentation'] else 'no':>12} | "
+            f"{row['samples_per_s']:>9.2f}"
+        )
     report = {
         "benchmark": "dataloader",
         "image_size": args.size,

@@ -7,8 +7,8 @@ import torch
 
 from napari_lightmycells.data.augment import AugmentConfig, Augmenter, affine_matrices, gridmask
 
-GEOMETRY_ONLY = dict(brightness_p=0.0, contrast_p=0.0, gridmask_p=0.0)
-NOTHING = dict(rotation_p=0.0, hflip_p=0.0, vflip_p=0.0, elastic_p=0.0, **GEOMETRY_ONLY)
+GEOMETRY_ONLY = {"brightness_p": 0.0, "contrast_p": 0.0, "gridmask_p": 0.0}
+NOTHING = {"rotation_p": 0.0, "hflip_p": 0.0, "vflip_p": 0.0, "elastic_p": 0.0, **GEOMETRY_ONLY}
 
 
 def _augmenter(seed=0, **overrides):
@@ -17,7 +17,9 @@ def _augmenter(seed=0, **overrides):
 
 def _pattern(batch=4, size=32):
     """A structured, non-symmetric pattern: stripes plus a gradient."""
-    y, x = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
     image = torch.sin(x / 3) + torch.cos(y / 5) + x / size
     return image.expand(batch, 1, size, size).clone() + torch.arange(batch).view(-1, 1, 1, 1)
 
@@ -55,6 +57,7 @@ def test_flips_are_exact():
     image = _pattern()
     out, target = _augmenter(**{**NOTHING, "hflip_p": 1.0})(image, image)
     torch.testing.assert_close(out, torch.flip(image, dims=[-1]))
+    torch.testing.assert_close(target, out)
     out, _ = _augmenter(**{**NOTHING, "vflip_p": 1.0})(image)
     torch.testing.assert_close(out, torch.flip(image, dims=[-2]))
 

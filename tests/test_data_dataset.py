@@ -66,7 +66,9 @@ def test_normalize_then_denormalize_is_the_identity():
     for method in ("zscore", "percentile"):
         normed, stats = normalize(image, method)
         np.testing.assert_allclose(denormalize(normed, stats), image, rtol=1e-5, atol=0.05)
-        np.testing.assert_allclose(denormalize(torch.from_numpy(normed), stats).numpy(), image, rtol=1e-5, atol=0.05)
+        np.testing.assert_allclose(
+            denormalize(torch.from_numpy(normed), stats).numpy(), image, rtol=1e-5, atol=0.05
+        )
 
 
 def test_training_samples_are_normalised_patches(study):

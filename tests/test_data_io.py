@@ -20,7 +20,12 @@ from napari_lightmycells.errors import DataError
 def test_ome_round_trip_keeps_data_and_metadata(tmp_path, dtype, shape):
     data = (np.random.default_rng(0).random(shape) * 200).astype(dtype)
     path = write_ome_tiff(
-        tmp_path / "image.ome.tiff", data, pixel_size=(0.5, 0.25), z_step=2.0, channel_names=["BF"], modality="PC"
+        tmp_path / "image.ome.tiff",
+        data,
+        pixel_size=(0.5, 0.25),
+        z_step=2.0,
+        channel_names=["BF"],
+        modality="PC",
     )
     image = read_image(path)
     np.testing.assert_array_equal(image.data, data)
@@ -44,7 +49,13 @@ def test_prediction_is_float32_with_input_pixel_size(tmp_path):
 
 
 def test_pixel_size_units_are_converted_to_micrometres(tmp_path):
-    meta = {"axes": "YX", "PhysicalSizeX": 250, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 500, "PhysicalSizeYUnit": "nm"}
+    meta = {
+        "axes": "YX",
+        "PhysicalSizeX": 250,
+        "PhysicalSizeXUnit": "nm",
+        "PhysicalSizeY": 500,
+        "PhysicalSizeYUnit": "nm",
+    }
     tifffile.imwrite(tmp_path / "a.ome.tif", np.zeros((4, 4), np.uint8), ome=True, metadata=meta)
     assert read_image(tmp_path / "a.ome.tif").pixel_size == pytest.approx((0.5, 0.25))
 
@@ -52,7 +63,10 @@ def test_pixel_size_units_are_converted_to_micrometres(tmp_path):
 def test_plain_tiff_imagej_metadata_and_description_modality(tmp_path):
     data = np.arange(3 * 10 * 12, dtype=np.uint16).reshape(3, 10, 12)
     tifffile.imwrite(
-        tmp_path / "stack.tif", data, imagej=True, resolution=(1 / 0.2, 1 / 0.4),
+        tmp_path / "stack.tif",
+        data,
+        imagej=True,
+        resolution=(1 / 0.2, 1 / 0.4),
         metadata={"unit": "um", "spacing": 1.5, "axes": "ZYX"},
     )
     image = read_image(tmp_path / "stack.tif")
@@ -83,7 +97,9 @@ def test_singleton_axes_are_squeezed(tmp_path):
 
 
 def test_too_many_dimensions_and_rgb_are_rejected(tmp_path):
-    tifffile.imwrite(tmp_path / "4d.ome.tiff", np.zeros((2, 3, 8, 8), np.uint8), ome=True, metadata={"axes": "CZYX"})
+    tifffile.imwrite(
+        tmp_path / "4d.ome.tiff", np.zeros((2, 3, 8, 8), np.uint8), ome=True, metadata={"axes": "CZYX"}
+    )
     with pytest.raises(DataError, match=r"4d.ome.tiff has more than 3 non-singleton dimensions"):
         read_image(tmp_path / "4d.ome.tiff")
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb")

@@ -15,7 +15,9 @@ def _write(path, shape=(16, 16), value=None):
 
 
 def test_discovers_a_generated_study(tmp_path):
-    make_synthetic_study(tmp_path, n_cases=4, n_planes=3, organelles=("Nucleus", "Actin"), modalities=("BF", "PC"))
+    make_synthetic_study(
+        tmp_path, n_cases=4, n_planes=3, organelles=("Nucleus", "Actin"), modalities=("BF", "PC")
+    )
     study = discover_study(tmp_path)
     assert study.layout == "LightMyCells"
     assert [case.case_id for case in study.cases] == ["1", "2", "3", "4"]
@@ -37,7 +39,11 @@ def test_planes_are_sorted_numerically_by_z(tmp_path):
         _write(tmp_path / f"image_7_DIC_z{z}.ome.tiff")
     _write(tmp_path / "image_7_Tubulin.ome.tiff")
     case = discover_study(tmp_path).cases[0]
-    assert [p.name for p in case.inputs] == ["image_7_DIC_z0.ome.tiff", "image_7_DIC_z2.ome.tiff", "image_7_DIC_z10.ome.tiff"]
+    assert [p.name for p in case.inputs] == [
+        "image_7_DIC_z0.ome.tiff",
+        "image_7_DIC_z2.ome.tiff",
+        "image_7_DIC_z10.ome.tiff",
+    ]
 
 
 def test_nested_study_folders_and_filters(tmp_path):
@@ -73,7 +79,9 @@ def test_input_without_target_raises_when_an_organelle_is_requested(tmp_path):
     make_synthetic_study(tmp_path, n_cases=2)
     _write(tmp_path / "image_9_BF_z0.ome.tiff", shape=(128, 128))
     assert len(discover_study(tmp_path)) == 3  # fine for prediction
-    with pytest.raises(DataError, match=r"1 input case\(s\) .* have no target image, e.g. image_9_BF_z0.ome.tiff"):
+    with pytest.raises(
+        DataError, match=r"1 input case\(s\) .* have no target image, e.g. image_9_BF_z0.ome.tiff"
+    ):
         discover_study(tmp_path, organelle="Nucleus")
 
 
@@ -88,7 +96,10 @@ def test_mismatched_shapes_raise_on_validate(tmp_path):
     _write(tmp_path / "image_3_BF_z0.ome.tiff", shape=(16, 16))
     _write(tmp_path / "image_3_Nucleus.ome.tiff", shape=(16, 20))
     study = discover_study(tmp_path, organelle="Nucleus")
-    with pytest.raises(DataError, match=r"shapes disagree in case 3: image_3_BF_z0.ome.tiff 16x16, image_3_Nucleus.ome.tiff 16x20"):
+    with pytest.raises(
+        DataError,
+        match=r"shapes disagree in case 3: image_3_BF_z0.ome.tiff 16x16, image_3_Nucleus.ome.tiff 16x20",
+    ):
         study.validate()
 
 

@@ -82,7 +82,9 @@ class Augmenter(nn.Module):
         if not (rotate.any() or hflip.any() or vflip.any() or elastic.any()):
             return None
         theta = affine_matrices(angles, hflip, vflip, height, width)
-        grid = F.affine_grid(theta.to(image.device, image.dtype), [batch, 1, height, width], align_corners=False)
+        grid = F.affine_grid(
+            theta.to(image.device, image.dtype), [batch, 1, height, width], align_corners=False
+        )
         if elastic.any():
             grid = grid + self._elastic_displacement(elastic, height, width).to(image.device, image.dtype)
         return grid
@@ -102,7 +104,9 @@ class Augmenter(nn.Module):
     # -- intensity (input only) -----------------------------------------------------------------
     def _brightness_contrast(self, image: torch.Tensor) -> torch.Tensor:
         cfg, batch = self.config, image.shape[0]
-        contrast = torch.where(self._chosen(batch, cfg.contrast_p), self._uniform(batch, *cfg.contrast_range), 1.0)
+        contrast = torch.where(
+            self._chosen(batch, cfg.contrast_p), self._uniform(batch, *cfg.contrast_range), 1.0
+        )
         brightness = torch.where(
             self._chosen(batch, cfg.brightness_p), self._uniform(batch, *cfg.brightness_range), 0.0
         )
@@ -122,7 +126,9 @@ class Augmenter(nn.Module):
         if not chosen.any():
             return image
         index = chosen.nonzero().flatten()
-        mask = gridmask(height, width, unit[index], cfg.gridmask_ratio, offsets[index], angles[index], image.device)
+        mask = gridmask(
+            height, width, unit[index], cfg.gridmask_ratio, offsets[index], angles[index], image.device
+        )
         image = image.clone()
         image[index.to(image.device)] *= mask[:, None].to(image.dtype)
         return image
@@ -174,5 +180,6 @@ def gridmask(
 
 
 def _resample(tensor: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    return F.grid_sample(tensor, grid.to(tensor.dtype), mode="bilinear", padding_mode="reflection",
-                         align_corners=False)
+    return F.grid_sample(
+        tensor, grid.to(tensor.dtype), mode="bilinear", padding_mode="reflection", align_corners=False
+    )

@@ -31,7 +31,9 @@ from .study import Case, Plane, check_image_content
 logger = logging.getLogger(__name__)
 
 
-def split_cases(cases: Sequence[Case], val_fraction: float = 0.1, seed: int = 0) -> tuple[list[Case], list[Case]]:
+def split_cases(
+    cases: Sequence[Case], val_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[Case], list[Case]]:
     """Deterministic ``(train, val)`` split by case (a case's planes never end up in both)."""
     if not 0 <= val_fraction < 1:
         raise DataError(f"Validation fraction must be in [0, 1), got {val_fraction}.")

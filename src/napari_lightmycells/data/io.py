@@ -26,8 +26,18 @@ _CONTRAST_METHOD = {"BF": "Brightfield", "PC": "Phase", "DIC": "DIC"}
 _MODALITY_OF_CONTRAST = {value.lower(): key for key, value in _CONTRAST_METHOD.items()}
 # Micrometres per unit, for OME PhysicalSize*Unit and ImageJ/TIFF resolution units.
 _UM_PER_UNIT = {
-    "µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "\\u00b5m": 1.0, "μm": 1.0,
-    "nm": 1e-3, "pm": 1e-6, "å": 1e-4, "mm": 1e3, "cm": 1e4, "m": 1e6,
+    "µm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "\\u00b5m": 1.0,
+    "μm": 1.0,
+    "nm": 1e-3,
+    "pm": 1e-6,
+    "å": 1e-4,
+    "mm": 1e3,
+    "cm": 1e4,
+    "m": 1e6,
 }
 _MODALITY_IN_NAME = re.compile(r"(?:^|[_\-. ])(" + "|".join(MODALITIES) + r")(?:[_\-. ]|$)")
 _MODALITY_IN_TEXT = re.compile(r"modality\s*[=:]\s*[\"']?([A-Za-z_]+)", re.IGNORECASE)
@@ -118,7 +128,9 @@ def read_shape(path: str | os.PathLike) -> tuple[int, ...]:
             series = tif.series[0]
             shape, axes = series.shape, series.axes
     except Exception as exc:
-        raise DataError(f"Cannot read {path.name}: {exc or type(exc).__name__}. Re-export it as TIFF.") from exc
+        raise DataError(
+            f"Cannot read {path.name}: {exc or type(exc).__name__}. Re-export it as TIFF."
+        ) from exc
     keep = _kept_axes(shape, axes, path.name)
     return tuple(shape[i] for i in keep)
 
@@ -270,17 +282,21 @@ def write_ome_tiff(
     path = Path(path)
     array = np.asarray(data if dtype is None else np.asarray(data).astype(dtype, copy=False))
     if array.ndim not in (2, 3) or array.size == 0:
-        raise DataError(f"Cannot write {path.name}: expected a non-empty 2D or 3D array, got shape {array.shape}.")
+        raise DataError(
+            f"Cannot write {path.name}: expected a non-empty 2D or 3D array, got shape {array.shape}."
+        )
     axes = "YX" if array.ndim == 2 else "ZYX"
     metadata: dict = {"axes": axes}
     if pixel_size is not None:
         size_y, size_x = (float(v) for v in pixel_size)
-        metadata.update(PhysicalSizeX=size_x, PhysicalSizeXUnit="µm", PhysicalSizeY=size_y, PhysicalSizeYUnit="µm")
+        metadata.update(
+            PhysicalSizeX=size_x, PhysicalSizeXUnit="µm", PhysicalSizeY=size_y, PhysicalSizeYUnit="µm"
+        )
     if z_step is not None and array.ndim == 3:
         metadata.update(PhysicalSizeZ=float(z_step), PhysicalSizeZUnit="µm")
     channel: dict = {}
     if channel_names:
-        channel["Name"] = list(channel_names)[0]
+        channel["Name"] = next(iter(channel_names))
     if modality:
         channel["ContrastMethod"] = _CONTRAST_METHOD[canonical_modality(modality)]
     if channel:
@@ -289,7 +305,9 @@ def write_ome_tiff(
     return path
 
 
-def write_prediction(path: str | os.PathLike, prediction: np.ndarray, reference: Image | None, organelle: str) -> Path:
+def write_prediction(
+    path: str | os.PathLike, prediction: np.ndarray, reference: Image | None, organelle: str
+) -> Path:
     """Write a prediction as float32 OME-TIFF carrying the input image's pixel size and Z step."""
     return write_ome_tiff(
         path,

@@ -123,7 +123,8 @@ class Study:
             cases = [case for case in cases if case.modality == modality]
             if not cases:
                 raise DataError(
-                    f"No {modality} inputs in {self.root}; found modalities: {', '.join(self.modalities()) or 'none'}."
+                    f"No {modality} inputs in {self.root}; "
+                    f"found modalities: {', '.join(self.modalities()) or 'none'}."
                 )
         if organelle is not None:
             organelle = _canonical(canonical_organelle, organelle)
@@ -131,7 +132,8 @@ class Study:
             if unpaired:
                 raise DataError(
                     f"{len(unpaired)} input case(s) in {self.root} have no target image, e.g. "
-                    f"{unpaired[0].inputs[0].name}. Add the matching {organelle} target or move those inputs out."
+                    f"{unpaired[0].inputs[0].name}. "
+                    f"Add the matching {organelle} target or move those inputs out."
                 )
             cases = [case for case in cases if organelle in case.targets]
             if not cases:
@@ -151,7 +153,9 @@ class Study:
             n_input_files=sum(len(case.inputs) for case in self.cases),
             n_planes=sum(len(case.planes()) for case in self.cases),
             modalities=dict(sorted(modalities.items())),
-            organelles={organelle: organelles[organelle] for organelle in ORGANELLES if organelles[organelle]},
+            organelles={
+                organelle: organelles[organelle] for organelle in ORGANELLES if organelles[organelle]
+            },
         )
 
     def validate(self, check_content: bool = False) -> None:
@@ -161,13 +165,15 @@ class Study:
         """
         for case in self.cases:
             shapes = {path: read_shape(path)[-2:] for path in case.inputs}
-            for organelle, path in case.targets.items():
+            for path in case.targets.values():
                 shape = read_shape(path)
                 if len(shape) != 2:
                     raise DataError(f"Target {path.name} must be a 2D image, got shape {shape}.")
                 shapes[path] = shape
             if len(set(shapes.values())) > 1:
-                listing = ", ".join(f"{path.name} {'x'.join(map(str, shape))}" for path, shape in shapes.items())
+                listing = ", ".join(
+                    f"{path.name} {'x'.join(map(str, shape))}" for path, shape in shapes.items()
+                )
                 raise DataError(
                     f"Image shapes disagree in case {case.case_id}: {listing}. "
                     "Inputs and targets of a case must have the same height and width."
@@ -185,7 +191,8 @@ def check_image_content(data: np.ndarray, name: str) -> None:
         raise DataError(f"{name} contains NaN or infinite values; clean or re-export it.")
     if data.min() == data.max():
         raise DataError(
-            f"{name} is constant (every pixel is {data.flat[0]}): it holds no information; remove it from the study."
+            f"{name} is constant (every pixel is {data.flat[0]}): it holds no information; "
+            "remove it from the study."
         )
 
 
@@ -212,20 +219,24 @@ def _discover_lightmycells(root: Path) -> list[Case]:
         if match := INPUT_PATTERN.match(path.name):
             key, z = (path.parent, match.group(1)), int(match.group(3))
             if z in inputs[key]:
-                raise DataError(f"Two files for the same plane: {inputs[key][z].name} and {path.name}; keep one.")
+                raise DataError(
+                    f"Two files for the same plane: {inputs[key][z].name} and {path.name}; keep one."
+                )
             inputs[key][z] = path
             modalities[key].add(match.group(2).upper())
         elif match := TARGET_PATTERN.match(path.name):
             key, organelle = (path.parent, match.group(1)), canonical_organelle(match.group(2))
             if organelle in targets[key]:
-                raise DataError(f"Two {organelle} targets: {targets[key][organelle].name} and {path.name}; keep one.")
+                raise DataError(
+                    f"Two {organelle} targets: {targets[key][organelle].name} and {path.name}; keep one."
+                )
             targets[key][organelle] = path
     orphans = [paths for key, paths in targets.items() if key not in inputs]
     if orphans:
         example = next(iter(orphans[0].values()))
         raise DataError(
             f"{len(orphans)} target(s) have no input image, e.g. {example} "
-            f"(expected inputs named {example.name.split('_')[0]}_{example.name.split('_')[1]}_<BF|PC|DIC>_z<k>.ome.tiff)."
+            f"(expected inputs named {'_'.join(example.name.split('_')[:2])}_<BF|PC|DIC>_z<k>.ome.tiff)."
         )
     nested = len({parent for parent, _ in inputs}) > 1 or any(parent != root for parent, _ in inputs)
     cases = []
@@ -256,11 +267,13 @@ def _discover_folders(root: Path) -> list[Case]:
             name = strip_tiff_suffix(path.name)
             if name not in inputs:
                 raise DataError(
-                    f"Target {path} has no input image: expected inputs/{name}.tif (or .ome.tiff) with the same name."
+                    f"Target {path} has no input image: "
+                    f"expected inputs/{name}.tif (or .ome.tiff) with the same name."
                 )
             targets[name][organelle] = path
     return [
-        Case(name, modality_from_name(path.name), [path], dict(targets[name])) for name, path in inputs.items()
+        Case(name, modality_from_name(path.name), [path], dict(targets[name]))
+        for name, path in inputs.items()
     ]
 
 
