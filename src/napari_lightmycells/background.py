@@ -1,0 +1,215 @@
+"""Training jobs in the background: a spawned process (default) or a thread, streaming progress events.
+
+The GUI starts a :class:`TrainingJob`, calls :meth:`TrainingJob.poll` from its event loop to receive
+:class:`~napari_lightmycells.events.ProgressEvent` objects (images as numpy arrays), and
+:meth:`TrainingJob.request_stop` to stop (the run saves ``last.pt`` and can be resumed). In a process,
+training holds neither the GUI's interpreter lock nor its GPU memory, which is freed when the process ends.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import multiprocessing
+import pickle
+import queue
+import threading
+import time
+import traceback
+import weakref
+from typing import Any
+
+import numpy as np
+
+from .errors import LightMyCellsError
+from .events import Callback, ProgressEvent, StopToken
+
+TASKS = ("train", "pretrain")
+MODES = ("process", "thread")
+EXIT_GRACE_S = 10.0  # at interpreter exit, time a stopping job gets to save last.pt
+
+_running: weakref.WeakSet[TrainingJob] = weakref.WeakSet()
+
+
+class TrainingProcessError(LightMyCellsError):
+    """The training process ended without reporting a result (crashed or was killed)."""
+
+
+def run_training(task: str, config, callbacks: list[Callback], stop: StopToken):
+    """Run fine-tuning (``"train"``) or MAE pretraining (``"pretrain"``) and return its ``TrainResult``."""
+    if task == "train":
+        from .training.finetune import finetune
+
+        return finetune(config, callbacks, stop)
+    if task == "pretrain":
+        from .training.pretrain import pretrain
+
+        return pretrain(config, callbacks, stop)
+    raise ValueError(f"Unknown task {task!r}: expected one of {', '.join(TASKS)}.")
+
+
+class TrainingJob:
+    """One training run in the background; poll it from the GUI thread."""
+
+    def __init__(self, task: str, config, mode: str = "process"):
+        if task not in TASKS:
+            raise ValueError(f"Unknown task {task!r}: expected one of {', '.join(TASKS)}.")
+        if mode not in MODES:
+            raise ValueError(f"Unknown mode {mode!r}: expected one of {', '.join(MODES)}.")
+        self.task, self.config, self.mode = task, config, mode
+        self.result = None  # TrainResult once finished
+        self.error: BaseException | None = None
+        self.finished = False
+        self._worker: multiprocessing.Process | threading.Thread | None = None
+
+    def start(self) -> TrainingJob:
+        if self.mode == "process":
+            context = multiprocessing.get_context("spawn")
+            self._messages = context.Queue()
+            self._stop = context.Event()
+            self._worker = context.Process(
+                target=_process_main, args=(self.task, self.config, self._messages, self._stop),
+                name=f"lightmycells-{self.task}",
+            )
+        else:
+            self._messages = queue.Queue()
+            self._stop = StopToken()
+            self._worker = threading.Thread(
+                target=_report_run, args=(self.task, self.config, self._messages, self._stop),
+                name=f"lightmycells-{self.task}", daemon=True,
+            )
+        self._worker.start()
+        _running.add(self)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and not self.finished
+
+    def request_stop(self) -> None:
+        """Ask the run to stop before its next step; it saves ``last.pt`` and reports ``done``."""
+        if self._worker is not None:
+            (self._stop.set if self.mode == "process" else self._stop.request)()
+
+    def poll(self) -> list[ProgressEvent]:
+        """Events received since the last call (never blocks); sets ``result``/``error`` at the end."""
+        if not self.running:
+            return []
+        alive = self._worker.is_alive()  # read before draining: a finished worker has sent everything
+        events = []
+        while not self.finished:
+            try:
+                kind, payload = self._messages.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "event":
+                events.append(payload)
+            else:
+                self._finish(payload if kind == "result" else None, payload if kind == "error" else None)
+        if not alive and not self.finished:
+            code = getattr(self._worker, "exitcode", None)
+            self._finish(None, TrainingProcessError(
+                f"The {self.task} process ended unexpectedly (exit code {code}), possibly out of memory."
+            ))
+        return events
+
+    def wait(self, timeout: float | None = None, on_event: Callback | None = None, interval: float = 0.05):
+        """Block until the run ends (for scripts and tests); return its result or raise its error."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.running:
+            for event in self.poll():
+                if on_event is not None:
+                    on_event(event)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{self.task} job still running after {timeout} s")
+            if self.running:
+                time.sleep(interval)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def terminate(self, grace_s: float = EXIT_GRACE_S) -> None:
+        """Stop the run, waiting up to ``grace_s`` for it to save, then kill a process that is still alive."""
+        if not self.running:
+            return
+        self.request_stop()
+        self._worker.join(grace_s)
+        if isinstance(self._worker, multiprocessing.process.BaseProcess) and self._worker.is_alive():
+            self._worker.kill()
+            self._worker.join()
+        self.poll()
+
+    def _finish(self, result, error: BaseException | None) -> None:
+        self.result, self.error, self.finished = result, error, True
+        _running.discard(self)
+
+
+def _process_main(task: str, config, messages, stop_event) -> None:
+    """Entry point of the spawned process: forward the stop event, run, report."""
+    stop = StopToken()
+    threading.Thread(target=_forward_stop, args=(stop_event, stop), daemon=True).start()
+    _report_run(task, config, messages, stop)
+
+
+def _forward_stop(stop_event, stop: StopToken, interval: float = 1.0) -> None:
+    """Turn the parent's stop event (or the parent's death) into ``stop.request()``."""
+    parent = multiprocessing.parent_process()
+    while not stop_event.wait(interval):
+        if parent is not None and not parent.is_alive():
+            break
+    stop.request()
+
+
+def _report_run(task: str, config, messages, stop: StopToken) -> None:
+    """Run ``task``, putting ``("event", e)``, then ``("result", r)`` or ``("error", exc)`` on ``messages``."""
+    try:
+        result = run_training(task, config, [lambda event: messages.put(("event", portable_event(event)))], stop)
+        messages.put(("result", result))
+    except BaseException as error:  # noqa: BLE001  (reported to the GUI, which shows it)
+        messages.put(("error", portable_error(error)))
+    finally:
+        release_memory()
+
+
+def portable_event(event: ProgressEvent) -> ProgressEvent:
+    """The event with its images as CPU numpy arrays (picklable, and safe to keep after the step)."""
+    if not event.images:
+        return event
+    images = {name: _to_numpy(image) for name, image in event.images.items()}
+    return ProgressEvent(**{**vars(event), "images": images})
+
+
+def portable_error(error: BaseException) -> BaseException:
+    """``error`` if it survives pickling, else a ``RuntimeError`` with its type and message; the
+    traceback text rides along as ``error.child_traceback``."""
+    text = "".join(traceback.format_exception(error))
+    try:
+        error.child_traceback = text
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001  (anything that fails to pickle)
+        portable = RuntimeError(f"{type(error).__name__}: {error}")
+        portable.child_traceback = text
+        return portable
+
+
+def release_memory() -> None:
+    """Return cached GPU memory to the driver (a thread job shares its process with the GUI)."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _to_numpy(image: Any) -> np.ndarray:
+    if hasattr(image, "detach"):
+        image = image.detach().float().cpu().numpy()
+    return np.asarray(image)
+
+
+@atexit.register
+def _stop_running_jobs() -> None:
+    """At exit, stop jobs (they save ``last.pt``) so multiprocessing does not wait for whole runs."""
+    for job in list(_running):
+        job.terminate()

@@ -1,0 +1,105 @@
+"""Fine-tune widget: a tiny run from layers with live progress, stop, hand-off to Predict, resume, errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from napari.utils.notifications import notification_manager
+
+from napari_lightmycells.data.io import read_image
+from napari_lightmycells.data.synthetic import make_synthetic_study
+from napari_lightmycells.widgets.finetune import FOLDER, FinetuneWidget, PairRow, format_eta
+
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory):
+    folder = make_synthetic_study(tmp_path_factory.mktemp("ft_study"), n_cases=2, size=72, n_planes=2)
+    return [
+        (np.stack([read_image(folder / f"image_{i}_BF_z{z}.ome.tiff").data for z in range(2)]),
+         read_image(folder / f"image_{i}_Nucleus.ome.tiff").data)
+        for i in (1, 2)
+    ]
+
+
+@pytest.fixture
+def notifications():
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
+@pytest.fixture
+def viewer_and_widget(make_napari_viewer, pair_files, tmp_path):
+    viewer = make_napari_viewer()
+    for index, (stack, target) in enumerate(pair_files, 1):
+        viewer.add_image(stack, name=f"BF {index}")
+        viewer.add_image(target, name=f"Nucleus {index}")
+    widget = FinetuneWidget(viewer, mode="thread")
+    viewer.window.add_dock_widget(widget, name="Fine-tune")
+    widget.pairs.append(PairRow(viewer))
+    for index, row in enumerate(widget.pairs, 1):
+        row.input.value, row.target.value = viewer.layers[f"BF {index}"], viewer.layers[f"Nucleus {index}"]
+    widget.model.value, widget.patch_size.value, widget.batch_size.value = "unetr_tiny", 64, 1
+    widget.epochs.value, widget.val_fraction.value, widget.workers.value = 1000, 0.5, 0
+    widget.device.value, widget.output.value = "cpu", tmp_path / "run"
+    return viewer, widget
+
+
+def test_run_from_layers_shows_progress_stops_and_feeds_predict_then_resumes(viewer_and_widget, qtbot):
+    viewer, widget = viewer_and_widget
+    _, predict = viewer.window.add_plugin_dock_widget("napari-lightmycells", "Predict organelles")
+
+    widget.start_button.clicked()
+    assert widget.job is not None and not widget.start_button.enabled and not widget.settings.enabled
+    qtbot.waitUntil(lambda: "Fine-tuning preview: prediction" in viewer.layers, timeout=TIMEOUT_MS)
+    assert widget.progress.value >= 1 and widget.progress.max == 1000
+    assert "epoch" in widget.status.value and "loss" in widget.status.value
+    assert {"train_loss", "val_loss", "val_psnr"} <= set(widget.plot.curves)
+    assert viewer.layers["Fine-tuning preview: prediction"].data.shape == (64, 64)
+    assert viewer.layers["Fine-tuning preview: target"].translate[-1] > 64
+
+    widget.stop_button.clicked()
+    qtbot.waitUntil(lambda: widget.job is None, timeout=TIMEOUT_MS)
+    last = Path(widget.output.value) / "last.pt"
+    assert last.is_file() and widget.start_button.enabled and widget.settings.enabled
+    assert "stopped" in widget.status.value
+    row = predict.rows["Nucleus"]
+    assert row.selected.value and Path(row.file.value) in (last, last.with_name("best.pt"))
+
+    predict.image.value, predict.tile_size.value, predict.device.value = viewer.layers["BF 1"], 64, "cpu"
+    predict.predict_button.clicked()
+    qtbot.waitUntil(lambda: predict.worker is None, timeout=TIMEOUT_MS)
+    assert viewer.layers["BF 1 Nucleus"].data.shape == (72, 72)
+
+    stopped_at = torch.load(last, weights_only=True)["training_state"]["loop"]["epoch"]
+    widget.resume.value, widget.epochs.value = True, stopped_at + 1
+    widget.start_button.clicked()
+    qtbot.waitUntil(lambda: widget.job is None, timeout=TIMEOUT_MS)
+    assert f"completed at epoch {stopped_at + 1}" in widget.status.value
+
+
+def test_mismatched_pair_is_refused_before_starting(viewer_and_widget, notifications):
+    viewer, widget = viewer_and_widget
+    widget.pairs[0].target.value = viewer.layers["BF 2"]
+    widget.start_button.clicked()
+    assert widget.job is None and widget.start_button.enabled
+    assert "must be a 2D image" in notifications[-1].message
+
+
+def test_error_in_the_run_is_notified_and_the_widget_goes_idle(viewer_and_widget, notifications, qtbot, tmp_path):
+    _, widget = viewer_and_widget
+    (tmp_path / "empty").mkdir()
+    widget.source.value, widget.folder.value = FOLDER, tmp_path / "empty"
+    assert widget.pairs.native.isHidden() and not widget.folder.native.isHidden()
+    widget.start_button.clicked()
+    qtbot.waitUntil(lambda: widget.job is None, timeout=TIMEOUT_MS)
+    assert widget.status.value == "Fine-tuning failed" and widget.start_button.enabled
+    assert notifications[-1].message.startswith("Fine-tuning failed:")
+
+
+def test_eta_is_readable():
+    assert [format_eta(s) for s in (7.4, 125, 3725)] == ["7 s", "2 min 05 s", "1 h 02 min"]
