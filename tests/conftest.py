@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny organelle checkpoint and a small synthetic LightMyCells study."""
+
+import torch  # noqa: F401  (torch before Qt)
+
+import pytest
+
+from napari_lightmycells.checkpoint import save_checkpoint
+from napari_lightmycells.data.synthetic import make_synthetic_study
+from napari_lightmycells.models import create_model
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained ``unetr_tiny`` Nucleus checkpoint for BF (64 px reference size, 8 px patches)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "tiny_nucleus.pt"
+    return save_checkpoint(path, create_model("unetr_tiny"), organelle="Nucleus", modality=("BF",))
+
+
+@pytest.fixture(scope="session")
+def synthetic_study(tmp_path_factory):
+    """One 96x96 case: BF planes ``image_1_BF_z{0,1,2}.ome.tiff`` and ``image_1_Nucleus.ome.tiff``."""
+    folder = tmp_path_factory.mktemp("study")
+    return make_synthetic_study(folder, n_cases=1, size=96, n_planes=3, organelles=("Nucleus",))
