@@ -18,6 +18,8 @@ COMMANDS = {
     "evaluate": "evaluate",
     "study": "study",
     "demo": "demo",
+    "export": "export",
+    "import": "import_model",
 }
 
 
