@@ -1,0 +1,123 @@
+"""Fine-tuning engine: learning, exact resume, stop token, encoder initialisation, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from napari_lightmycells.checkpoint import load_model, read_checkpoint, save_checkpoint
+from napari_lightmycells.data.synthetic import make_synthetic_study
+from napari_lightmycells.errors import CheckpointError
+from napari_lightmycells.events import StopToken
+from napari_lightmycells.models import MAE2D, mae_config
+from napari_lightmycells.training.config import TrainConfig
+from napari_lightmycells.training.distributed import DistEnv
+from napari_lightmycells.training.engine import make_runtime
+from napari_lightmycells.training.finetune import baseline_metrics, build_unetr, finetune, paired_datasets
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models are overhead-bound: one intra-op thread is faster and immune to a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return make_synthetic_study(tmp_path_factory.mktemp("study"), n_cases=10, size=128, n_planes=3, seed=0)
+
+
+def tiny_config(study, output, **changes) -> TrainConfig:
+    base = TrainConfig(
+        data=str(study), output=str(output), model="unetr_tiny", patch_size=64, batch_size=4, epochs=2,
+        samples_per_case=4, lr=2e-3, min_lr=1e-5, warmup_epochs=0.5, val_fraction=0.2, patience=None,
+        workers=0, device="cpu", preview_every=1, seed=3,
+    )
+    return base.replace(**changes)
+
+
+def step_losses(events: list) -> dict[int, float]:
+    return {e.step: e.metrics["loss"] for e in events if e.kind == "step"}
+
+
+@pytest.mark.slow
+def test_finetune_beats_identity_and_mean_baselines(study, tmp_path):
+    config = tiny_config(
+        study, tmp_path / "run", batch_size=8, samples_per_case=8, epochs=20, lr=3e-3, warmup_epochs=1,
+        augment={"enabled": True, "rotation_p": 0, "elastic_p": 0, "gridmask_p": 0, "brightness_p": 0, "contrast_p": 0},
+    )
+    events = []
+    result = finetune(config, callbacks=[events.append])
+    assert result.status == "completed" and result.step == 20 * 8
+
+    _, val_set = paired_datasets(config)
+    baselines = baseline_metrics(val_set, make_runtime(config, DistEnv(), torch.device("cpu")))
+    final = result.history[-1]
+    assert final["val_psnr"] > baselines["mean"]["val_psnr"] + 3.0, (final, baselines)
+    assert final["val_psnr"] > baselines["identity"]["val_psnr"] + 3.0, (final, baselines)
+    assert final["val_loss"] < 0.3 * baselines["mean"]["val_loss"]
+    assert final["val_pearson"] > 0.6
+
+    # best.pt is a plain inference checkpoint of the best validation epoch; last.pt can resume.
+    model, card = load_model(result.best_path)
+    assert card.organelle == "Nucleus" and card.modality == ("BF",)
+    assert card.provenance["metrics"]["val_loss"] == pytest.approx(min(h["val_loss"] for h in result.history))
+    assert "training_state" not in read_checkpoint(result.best_path)
+    assert "training_state" in read_checkpoint(result.last_path)
+    kinds = {e.kind for e in events}
+    assert {"start", "step", "epoch", "preview", "checkpoint", "done"} <= kinds
+    preview = next(e for e in events if e.kind == "preview").images
+    assert preview["prediction"].shape == preview["target"].shape == (64, 64)
+    assert any(e.eta_s is not None for e in events if e.kind == "step")
+
+
+def test_resume_reproduces_the_uninterrupted_run(study, tmp_path):
+    full = []
+    finetune(tiny_config(study, tmp_path / "full"), callbacks=[full.append])
+
+    first = tiny_config(study, tmp_path / "split", max_steps=5)
+    result = finetune(first)
+    assert result.status == "max_steps" and result.step == 5
+    resumed = []
+    finetune(dataclasses.replace(first, max_steps=None, resume=str(result.last_path)), callbacks=[resumed.append])
+
+    expected, got = step_losses(full), step_losses(resumed)
+    assert sorted(got) == list(range(6, 17))  # mid-epoch restart, then across the epoch boundary
+    for step in got:
+        assert torch.allclose(torch.tensor(got[step]), torch.tensor(expected[step]), rtol=1e-6, atol=0), step
+
+
+def test_stop_token_saves_a_resumable_last_checkpoint(study, tmp_path):
+    stop = StopToken()
+    events = []
+
+    def stop_at_third_step(event):
+        events.append(event)
+        if event.kind == "step" and event.step == 3:
+            stop.request()
+
+    result = finetune(tiny_config(study, tmp_path / "run"), callbacks=[stop_at_third_step], stop=stop)
+    assert result.status == "stopped" and result.step == 3
+    state = read_checkpoint(tmp_path / "run" / "last.pt")["training_state"]
+    assert state["loop"]["step"] == 3 and state["loop"]["step_in_epoch"] == 3
+    assert max(e.step for e in events if e.kind == "step") == 3
+
+
+def test_resume_refuses_a_checkpoint_without_training_state(study, tmp_path):
+    model = build_unetr(tiny_config(study, tmp_path))
+    save_checkpoint(tmp_path / "best.pt", model)
+    with pytest.raises(CheckpointError, match="last.pt"):
+        finetune(tiny_config(study, tmp_path, resume=str(tmp_path / "best.pt")))
+
+
+def test_encoder_initialised_from_an_mae_checkpoint(study, tmp_path):
+    mae = MAE2D(mae_config("mae_tiny"))
+    save_checkpoint(tmp_path / "mae.pt", mae)
+    model = build_unetr(tiny_config(study, tmp_path, init_encoder=str(tmp_path / "mae.pt")))
+    for name, value in mae.encoder.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[name], value), name
