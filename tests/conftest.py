@@ -1,8 +1,7 @@
 """Shared fixtures: a tiny organelle checkpoint and a small synthetic LightMyCells study."""
 
-import torch  # noqa: F401  (torch before Qt)
-
 import pytest
+import torch
 
 from napari_lightmycells.checkpoint import save_checkpoint
 from napari_lightmycells.data.synthetic import make_synthetic_study

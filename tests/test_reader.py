@@ -33,7 +33,7 @@ def test_single_plane_is_named_by_case_modality_and_plane(synthetic_study):
 
 def test_folder_gives_one_z_stack_and_a_coloured_target(synthetic_study):
     layers = get_reader(str(synthetic_study))(str(synthetic_study))
-    (stack, stack_kwargs, _), (target, target_kwargs, _) = layers
+    (stack, stack_kwargs, _), (_, target_kwargs, _) = layers
     assert stack.shape == (3, 96, 96) and stack_kwargs["name"] == "image_1 BF (z-stack)"
     assert stack_kwargs["scale"] == pytest.approx((1.0, 0.325, 0.325))
     assert stack_kwargs["metadata"]["axes"] == "ZYX"
@@ -42,8 +42,13 @@ def test_folder_gives_one_z_stack_and_a_coloured_target(synthetic_study):
 
 
 def test_z_stack_file_keeps_its_z_step(tmp_path):
-    path = write_ome_tiff(tmp_path / "cells_PC.ome.tiff", np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8),
-                          pixel_size=(0.5, 0.25), z_step=2.0, modality="PC")
+    path = write_ome_tiff(
+        tmp_path / "cells_PC.ome.tiff",
+        np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8),
+        pixel_size=(0.5, 0.25),
+        z_step=2.0,
+        modality="PC",
+    )
     [(data, kwargs, _)] = get_reader(str(path))(str(path))
     assert data.shape == (2, 8, 8)
     assert kwargs["name"] == "cells PC (z-stack)"

@@ -8,8 +8,12 @@ from napari_lightmycells.errors import DataError
 
 
 def test_prediction_is_float32_ome_tiff_with_layer_scale(tmp_path):
-    layer = Image(np.random.rand(16, 16) * 100, scale=(0.5, 0.25), name="cells Nucleus",
-                  metadata={"organelle": "Nucleus"})
+    layer = Image(
+        np.random.rand(16, 16) * 100,
+        scale=(0.5, 0.25),
+        name="cells Nucleus",
+        metadata={"organelle": "Nucleus"},
+    )
     data, meta, _ = layer.as_layer_data_tuple()
     [written] = write_prediction(str(tmp_path / "pred"), data, meta)
     assert written.endswith("pred.ome.tiff")

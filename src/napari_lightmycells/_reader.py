@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,8 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
         else:
             layers.append(_single_file_layer(read_image(file)))
     stack_layers = [
-        layer for (_, case_id, modality), planes in stacks.items()
+        layer
+        for (_, case_id, modality), planes in stacks.items()
         for layer in _plane_layers(f"image_{case_id}", modality, sorted(planes))
     ]
     return stack_layers + layers  # transmitted light below the fluorescence targets
@@ -60,11 +62,12 @@ def _plane_layers(case: str, modality: str, planes: list[tuple[int, Path]]) -> l
     """One Z-stack layer for same-shaped 2D planes of a case; one layer per plane otherwise."""
     images = [read_image(path) for _, path in planes]
     if len(images) > 1 and all(i.data.ndim == 2 and i.data.shape == images[0].data.shape for i in images):
-        stack = Image(np.stack([i.data for i in images]), "ZYX", images[0].pixel_size, images[0].z_step,
-                      images[0].channel_names, modality)
+        stack = replace(images[0], data=np.stack([i.data for i in images]), axes="ZYX", modality=modality)
         return [_layer(stack, f"{case} {modality} (z-stack)")]
-    return [_layer(image, f"{case} {modality} " + (f"z{z}" if image.data.ndim == 2 else "(z-stack)"))
-            for (z, _), image in zip(planes, images)]
+    return [
+        _layer(image, f"{case} {modality} " + (f"z{z}" if image.data.ndim == 2 else "(z-stack)"))
+        for (z, _), image in zip(planes, images)
+    ]
 
 
 def _single_file_layer(image: Image) -> LayerData:

@@ -11,5 +11,7 @@ from .data.synthetic import make_synthetic_study
 def synthetic_case() -> list[LayerData]:
     """A 5-plane 256x256 brightfield Z-stack (sharpest in the middle) and its Nucleus fluorescence."""
     with tempfile.TemporaryDirectory(prefix="lightmycells-sample-") as folder:
-        make_synthetic_study(folder, n_cases=1, size=256, n_planes=5, organelles=("Nucleus",), modalities=("BF",))
+        make_synthetic_study(
+            folder, n_cases=1, size=256, n_planes=5, organelles=("Nucleus",), modalities=("BF",)
+        )
         return read_layers(folder)

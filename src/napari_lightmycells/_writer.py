@@ -14,7 +14,9 @@ def write_prediction(path: str, data: np.ndarray, meta: dict) -> list[str]:
     """Write one 2D or 3D (``ZYX``) image layer; a path without a TIFF suffix gets ``.ome.tiff``."""
     path = Path(path) if is_tiff(path) else Path(f"{path}.ome.tiff")
     if meta.get("rgb") or meta.get("multiscale"):
-        raise DataError(f"Cannot save {meta.get('name', 'this layer')}: RGB and multiscale layers are not supported.")
+        raise DataError(
+            f"Cannot save {meta.get('name', 'this layer')}: RGB and multiscale layers are not supported."
+        )
     data = np.asarray(data)
     scale = meta.get("scale")
     channel = (meta.get("metadata") or {}).get("organelle") or meta.get("name")
