@@ -1,0 +1,50 @@
+"""Helpers shared by the widgets: background workers and user-facing error notifications."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_warning
+from superqt.utils import FunctionWorker
+
+from ..errors import LightMyCellsError
+
+logger = logging.getLogger(__name__)
+
+OUT_OF_MEMORY_HINT = "Lower the tile size, predict one plane instead of all planes, or close other programs."
+
+
+def start_worker(
+    func: Callable, *args, returned: Callable, errored: Callable, finished: Callable
+) -> FunctionWorker:
+    """Run ``func(*args)`` in a napari worker thread (listed in the activity dock) and start it.
+
+    Errors reach ``errored`` only: napari's own workers would also post every exception as a
+    traceback notification, which is noise for errors a user can fix. Warnings become notifications.
+    """
+    return create_worker(
+        func,
+        *args,
+        _worker_class=FunctionWorker,
+        _connect={"returned": returned, "errored": errored, "finished": finished, "warned": _show_warning},
+    )
+
+
+def _show_warning(warning: tuple) -> None:
+    show_warning(str(warning[0]))
+
+
+def notify_error(error: BaseException, action: str) -> None:
+    """Show ``error`` as a napari error notification with a hint; log unexpected ones with their traceback."""
+    if isinstance(error, LightMyCellsError):
+        show_error(f"{action} failed: {error}")
+    elif isinstance(error, MemoryError) or "out of memory" in str(error).lower():
+        show_error(f"{action} ran out of memory. {OUT_OF_MEMORY_HINT}")
+    else:
+        logger.error("%s failed", action, exc_info=error)
+        show_error(
+            f"{action} failed unexpectedly ({type(error).__name__}: {error}). "
+            "The traceback is in the terminal log; please report it."
+        )

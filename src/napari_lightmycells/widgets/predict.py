@@ -1,0 +1,371 @@
+"""The Predict widget: organelle predictions for an image layer, computed in a background thread."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial, wraps
+from pathlib import Path
+
+import napari
+import numpy as np
+import torch  # noqa: F401  (imported before Qt, as torch requires on some platforms)
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from napari.layers import Image
+from napari.utils import progress
+from napari.utils.notifications import show_info, show_warning
+from superqt.utils import ensure_main_thread
+
+from ..constants import MODALITIES, ORGANELLE_COLORMAPS, ORGANELLES, canonical_organelle
+from ..data.focus import best_focus_index
+from ..devices import DEVICE_CHOICES, available_devices
+from ..errors import DataError, ModelError, StopRequested
+from ..events import ProgressEvent, StopToken
+from ..hub import ModelEntry, fetch_model, known_models
+from ..inference.predictor import Predictor
+from ._tasks import notify_error, start_worker
+
+CHECKPOINT_FILE = "checkpoint file…"
+PLANE_MODES = ("best focus", "plane index", "all planes")
+CHECKPOINT_FILTER = "*.pt *.pth *.ckpt"
+
+
+@dataclass
+class PredictRequest:
+    """Everything the worker needs, captured in the main thread."""
+
+    image: np.ndarray
+    models: dict[str, Path]  # organelle -> checkpoint
+    plane: str | int  # "best", "all" or a plane index
+    device: str
+    tile_size: int
+    overlap: float
+    batch_size: int
+
+
+@dataclass
+class PredictResult:
+    predictions: dict[str, np.ndarray]
+    plane: int | None  # the stack plane predicted from (None: 2D input or all planes)
+
+
+def run_prediction(request: PredictRequest, on_event, stop: StopToken) -> PredictResult | None:
+    """Worker body: load the models and predict; ``None`` when stopped."""
+    try:
+        predictor = Predictor(
+            request.models, request.device, request.tile_size, request.overlap, request.batch_size
+        )
+        stop.check()
+        plane = request.plane
+        if plane == "best" and request.image.ndim == 3:
+            plane = best_focus_index(request.image)
+        predictions = predictor.predict(request.image, plane=plane, callbacks=[on_event], stop=stop)
+    except StopRequested:
+        return None
+    return PredictResult(predictions, plane if request.image.ndim == 3 and plane != "all" else None)
+
+
+def public_models() -> dict[str, list[ModelEntry]]:
+    """Downloadable models by organelle (none, with a notification, if the user's registry is broken)."""
+    by_organelle: dict[str, list[ModelEntry]] = {organelle: [] for organelle in ORGANELLES}
+    try:
+        entries = known_models()
+    except ModelError as error:
+        notify_error(error, "Listing public models")
+        entries = []
+    for entry in entries:
+        by_organelle[canonical_organelle(entry.organelle)].append(entry)
+    return by_organelle
+
+
+def display_range(data: np.ndarray) -> tuple[float, float] | None:
+    """Contrast limits from the 1st and 99.9th percentiles (sampled), as the challenge normalises."""
+    low, high = np.percentile(data[..., ::4, ::4], (1, 99.9))
+    return (float(low), float(high)) if high > low else None
+
+
+def _unless_closed(handler):
+    """Drop calls arriving after the widget was closed (late signals of a worker thread)."""
+
+    @wraps(handler)
+    def guarded(self, *args):
+        if not self._closed:
+            handler(self, *args)
+
+    return guarded
+
+
+class ModelRow(Container):
+    """One organelle: whether to predict it, and from a checkpoint file or a public model."""
+
+    def __init__(self, organelle: str, public: list[ModelEntry]):
+        self.organelle = organelle
+        self.public = {entry.name: entry for entry in public}
+        self.selected = CheckBox(text=organelle, value=organelle == "Nucleus")
+        self.source = ComboBox(
+            choices=[CHECKPOINT_FILE, *self.public], tooltip=f"Model predicting {organelle}"
+        )
+        self.file = FileEdit(
+            mode="r", filter=CHECKPOINT_FILTER, nullable=True, tooltip="Checkpoint (.pt/.pth)"
+        )
+        super().__init__(widgets=[self.selected, self.source, self.file], layout="horizontal", labels=False)
+        self.margins = (0, 0, 0, 0)
+        self.source.changed.connect(
+            lambda: setattr(self.file, "visible", self.source.value == CHECKPOINT_FILE)
+        )
+
+
+class PredictWidget(Container):
+    """Predict fluorescence organelles from the selected transmitted-light image layer."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        self.viewer = napari_viewer
+        self.image = ComboBox(label="image", choices=self._image_layers)
+        self.modality = ComboBox(label="modality", choices=MODALITIES)
+        self.plane = ComboBox(
+            label="Z plane", choices=PLANE_MODES, tooltip="Which plane(s) of a Z-stack to use"
+        )
+        self.plane_index = SpinBox(label="plane index", min=0, max=0, visible=False)
+        self.rows = {organelle: ModelRow(organelle, models) for organelle, models in public_models().items()}
+        self.device = ComboBox(label="device", choices=DEVICE_CHOICES)
+        self.device_info = Label(label="", value=f"torch sees: {', '.join(available_devices())}")
+        self.tile_size = SpinBox(label="tile size (px)", min=32, max=8192, step=32, value=1024)
+        self.overlap = FloatSpinBox(label="tile overlap", min=0.0, max=0.5, step=0.025)
+        self.overlap.native.setDecimals(3)  # magicgui shows 2 decimals, which would round 0.125
+        self.overlap.value = 0.125
+        self.batch_size = SpinBox(label="tiles per batch", min=1, max=256, value=1)
+        self.predict_button = PushButton(text="Predict")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(label="", value="")
+        organelles = Container(label="organelles", widgets=list(self.rows.values()), labels=False)
+        organelles.margins = (0, 0, 0, 0)
+        buttons = Container(
+            widgets=[self.predict_button, self.cancel_button], layout="horizontal", labels=False
+        )
+        super().__init__(
+            widgets=[
+                self.image,
+                self.modality,
+                self.plane,
+                self.plane_index,
+                organelles,
+                self.device,
+                self.device_info,
+                self.tile_size,
+                self.overlap,
+                self.batch_size,
+                buttons,
+                self.status,
+            ]
+        )
+        self.worker = None
+        self._stop: StopToken | None = None
+        self._progress: progress | None = None
+        self._source: Image | None = None
+        self._downloaded: dict[str, Path] = {}
+        self._downloading: set[str] = set()
+        self._closed = False
+
+        self.image.changed.connect(self._on_image_changed)
+        self.plane.changed.connect(lambda mode: setattr(self.plane_index, "visible", mode == "plane index"))
+        for row in self.rows.values():
+            row.source.changed.connect(partial(self._on_source_changed, row))
+        self.predict_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.native.destroyed.connect(self._on_closed)
+        self._on_image_changed(self.image.value)
+
+    def _on_closed(self) -> None:
+        """The dock was closed: stop a running prediction and ignore what its worker still sends."""
+        self._closed = True
+        if self._stop is not None:
+            self._stop.request()
+        if self._progress is not None:
+            self._progress.close()
+
+    def _image_layers(self, _=None) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _on_image_changed(self, layer: Image | None) -> None:
+        is_stack = layer is not None and layer.ndim == 3 and not layer.rgb
+        self.plane.visible = is_stack
+        self.plane_index.visible = is_stack and self.plane.value == "plane index"
+        if is_stack:
+            self.plane_index.max = layer.data.shape[0] - 1
+        modality = layer.metadata.get("modality") if layer is not None else None
+        if modality in MODALITIES:
+            self.modality.value = modality
+
+    # ---- public models -------------------------------------------------------------------------
+    def _on_source_changed(self, row: ModelRow, name: str) -> None:
+        if name not in row.public or name in self._downloaded or name in self._downloading:
+            return
+        self._downloading.add(name)
+        self.status.value = f"Downloading {name}…"
+        bar = progress(total=0, desc=f"Downloading {name}")
+        start_worker(
+            fetch_model,
+            row.public[name],
+            None,
+            partial(self._on_download_progress, bar),
+            returned=partial(self._on_downloaded, name),
+            errored=partial(self._on_download_failed, name),
+            finished=partial(self._on_download_finished, name, bar),
+        )
+
+    @ensure_main_thread
+    def _on_download_progress(self, bar: progress, done: int, total: int | None) -> None:
+        if total and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    @_unless_closed
+    def _on_downloaded(self, name: str, path: Path) -> None:
+        self._downloaded[name] = Path(path)
+        self.status.value = f"Downloaded {name}"
+
+    @_unless_closed
+    def _on_download_failed(self, name: str, error: Exception) -> None:
+        self.status.value = f"Download of {name} failed"
+        notify_error(error, f"Downloading {name}")
+
+    def _on_download_finished(self, name: str, bar: progress) -> None:
+        self._downloading.discard(name)
+        bar.close()
+
+    # ---- prediction ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Check the inputs and start predicting in a worker thread (errors become notifications)."""
+        if self.worker is not None:
+            return
+        try:
+            request = self._request()
+        except (DataError, ModelError) as error:
+            notify_error(error, "Prediction")
+            return
+        self._source = self.image.value
+        self._stop = StopToken()
+        self._progress = progress(total=0, desc="Loading models")
+        self.status.value = "Loading models…"
+        self.predict_button.enabled, self.cancel_button.enabled = False, True
+        self.worker = start_worker(
+            run_prediction,
+            request,
+            self._on_event,
+            self._stop,
+            returned=self._on_result,
+            errored=self._on_error,
+            finished=self._on_finished,
+        )
+
+    def cancel(self) -> None:
+        """Ask the running prediction to stop after its current batch of tiles."""
+        if self._stop is not None:
+            self._stop.request()
+            self.cancel_button.enabled = False
+            self.status.value = "Cancelling…"
+
+    def _request(self) -> PredictRequest:
+        layer = self.image.value
+        if layer is None:
+            raise DataError("No image layer: open a transmitted-light image (or File > Open Sample) first.")
+        if layer.rgb:
+            raise DataError(f"{layer.name} is an RGB image; convert it to a single-channel grayscale image.")
+        if layer.multiscale or layer.ndim not in (2, 3):
+            raise DataError(
+                f"{layer.name} has {layer.ndim} dimensions; expected a 2D image (YX) or a Z-stack (ZYX). "
+                "Split channels or time points into separate layers."
+            )
+        rows = [row for row in self.rows.values() if row.selected.value]
+        if not rows:
+            raise ModelError("No organelle selected: tick at least one organelle to predict.")
+        plane = {"best focus": "best", "all planes": "all"}.get(self.plane.value, self.plane_index.value)
+        return PredictRequest(
+            image=np.asarray(layer.data),
+            models={row.organelle: self._checkpoint(row) for row in rows},
+            plane=plane,
+            device=self.device.value,
+            tile_size=self.tile_size.value,
+            overlap=self.overlap.value,
+            batch_size=self.batch_size.value,
+        )
+
+    def _checkpoint(self, row: ModelRow) -> Path:
+        name = row.source.value
+        if name == CHECKPOINT_FILE:
+            if row.file.value is None or not Path(row.file.value).is_file():
+                raise ModelError(
+                    f"No {row.organelle} model chosen: pick a checkpoint file or a public model."
+                )
+            return Path(row.file.value)
+        if name not in self._downloaded:
+            state = "is still downloading" if name in self._downloading else "could not be downloaded"
+            raise ModelError(
+                f"The {row.organelle} model {name} {state}; wait for it or choose another model."
+            )
+        trained_on = row.public[name].modality
+        if trained_on and self.modality.value not in trained_on:
+            show_warning(
+                f"{name} was trained on {'/'.join(trained_on)} images, not {self.modality.value}: "
+                "expect poor predictions."
+            )
+        return self._downloaded[name]
+
+    @ensure_main_thread
+    @_unless_closed
+    def _on_event(self, event: ProgressEvent) -> None:
+        """Progress from the worker thread, delivered in the main thread."""
+        bar = self._progress
+        if bar is None or event.kind not in ("start", "step"):
+            return
+        eta = f", ~{event.eta_s:.0f} s left" if event.eta_s is not None else ""
+        self.status.value = f"{event.message}{eta}" if event.kind == "step" else event.message
+        # Last: the bar's display processes pending Qt events, which may run _on_result and _on_finished.
+        if event.total and bar.total != event.total:
+            bar.total = event.total
+        bar.set_description(event.message or "Predicting")
+        bar.update(event.step - bar.n)
+
+    @_unless_closed
+    def _on_result(self, result: PredictResult | None) -> None:
+        if result is None:
+            self.status.value = "Cancelled"
+            show_info("Prediction cancelled.")
+            return
+        for organelle, data in result.predictions.items():
+            self._show(organelle, data, result.plane)
+        where = f" (plane {result.plane})" if result.plane is not None else ""
+        self.status.value = f"Predicted {', '.join(result.predictions)}{where}"
+
+    def _show(self, organelle: str, data: np.ndarray, plane: int | None) -> None:
+        """Add (or replace) the ``<input> <Organelle>`` layer, aligned with the input layer."""
+        source = self._source
+        name = f"{source.name} {organelle}"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.viewer.add_image(
+            data,
+            name=name,
+            scale=source.scale[-data.ndim :],
+            translate=source.translate[-data.ndim :],
+            colormap=ORGANELLE_COLORMAPS[organelle],
+            contrast_limits=display_range(data),
+            blending="additive",
+            metadata={
+                "organelle": organelle,
+                "modality": self.modality.value,
+                "source": source.name,
+                "plane": plane,
+            },
+        )
+
+    @_unless_closed
+    def _on_error(self, error: Exception) -> None:
+        self.status.value = "Prediction failed"
+        notify_error(error, "Prediction")
+
+    @_unless_closed
+    def _on_finished(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+        self.worker = self._stop = self._progress = None
+        self.predict_button.enabled, self.cancel_button.enabled = True, False

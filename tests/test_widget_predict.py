@@ -1,0 +1,149 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+
+WIDGET = "Predict organelles"
+STACK = "image_1 BF (z-stack)"
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def viewer_and_widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-lightmycells", WIDGET)
+    widget.device.value = "cpu"
+    widget.tile_size.value = 64
+    widget.batch_size.value = 8
+    return viewer, widget
+
+
+@pytest.fixture
+def notifications():
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
+def predict(qtbot, widget):
+    widget.predict_button.clicked()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+
+
+def test_predicts_sample_into_coloured_aligned_layer(viewer_and_widget, tiny_checkpoint, qtbot):
+    viewer, widget = viewer_and_widget
+    viewer.open_sample("napari-lightmycells", "synthetic_case")
+    widget.image.value = viewer.layers[STACK]
+    assert widget.modality.value == "BF" and not widget.plane.native.isHidden()
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+
+    predict(qtbot, widget)
+    nucleus = viewer.layers[f"{STACK} Nucleus"]
+    assert nucleus.data.shape == (256, 256) and nucleus.data.dtype == np.float32
+    assert tuple(nucleus.scale) == pytest.approx((0.325, 0.325))
+    assert nucleus.colormap.name == "blue" and nucleus.blending == "additive"
+    assert nucleus.metadata["plane"] == 2  # best focus of the sample
+    assert widget.status.value == "Predicted Nucleus (plane 2)"
+
+
+def test_predicts_all_planes_of_an_opened_stack_for_two_organelles(
+    viewer_and_widget, synthetic_study, tiny_checkpoint, qtbot
+):
+    viewer, widget = viewer_and_widget
+    viewer.open(str(synthetic_study), plugin="napari-lightmycells")
+    widget.image.value = viewer.layers[STACK]
+    widget.plane.value = "all planes"
+    for organelle in ("Nucleus", "Actin"):
+        widget.rows[organelle].selected.value = True
+        widget.rows[organelle].file.value = tiny_checkpoint
+
+    predict(qtbot, widget)
+    names = [layer.name for layer in viewer.layers]
+    assert names == [STACK, "image_1 Nucleus", f"{STACK} Nucleus", f"{STACK} Actin"]
+    actin = viewer.layers[f"{STACK} Actin"]
+    assert actin.data.shape == (3, 96, 96) and actin.colormap.name == "red"
+    assert tuple(actin.scale) == pytest.approx((1.0, 0.325, 0.325))
+
+
+def test_cancel_stops_the_worker(viewer_and_widget, tiny_checkpoint, qtbot):
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.random.default_rng(0).random((2048, 2048), np.float32), name="big")
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+    widget.start()
+    qtbot.waitUntil(lambda: "tile" in widget.status.value, timeout=TIMEOUT_MS)  # some of ~1400 tiles done
+    widget.cancel_button.clicked()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=5_000)
+    assert widget.status.value == "Cancelled"
+    assert "big Nucleus" not in viewer.layers
+    assert widget.predict_button.enabled and not widget.cancel_button.enabled
+
+
+def test_bad_inputs_become_error_notifications(
+    viewer_and_widget, tiny_checkpoint, tmp_path, qtbot, notifications
+):
+    viewer, widget = viewer_and_widget
+    nucleus = widget.rows["Nucleus"]
+
+    def error_after_predict(layer=None):
+        notifications.clear()
+        if layer is not None:
+            widget.image.value = layer
+        predict(qtbot, widget)
+        [notification] = notifications
+        assert notification.severity == "error"
+        return notification.message
+
+    assert "No image layer" in error_after_predict()
+    gray = viewer.add_image(np.random.rand(32, 32), name="gray")
+    assert "No Nucleus model chosen" in error_after_predict(gray)
+    nucleus.file.value = tiny_checkpoint
+    assert "RGB" in error_after_predict(viewer.add_image(np.zeros((32, 32, 3), np.uint8), rgb=True))
+    assert "4 dimensions" in error_after_predict(viewer.add_image(np.random.rand(2, 2, 32, 32)))
+    nucleus.selected.value = False
+    assert "No organelle selected" in error_after_predict(gray)
+    nucleus.selected.value = True
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    nucleus.file.value = garbage
+    assert "not a readable model checkpoint" in error_after_predict(gray)  # raised in the worker
+    assert widget.status.value == "Prediction failed"
+
+
+def test_public_model_is_downloaded_then_used(
+    make_napari_viewer, tiny_checkpoint, tmp_path, monkeypatch, qtbot, notifications
+):
+    sha256 = hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    registry = tmp_path / "models.json"
+    registry.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "tiny-nucleus-pc",
+                    "organelle": "Nucleus",
+                    "modality": ["PC"],
+                    "url": tiny_checkpoint.as_uri(),
+                    "sha256": sha256,
+                }
+            ]
+        )
+    )
+    monkeypatch.setenv("LIGHTMYCELLS_REGISTRY", str(registry))
+    monkeypatch.setenv("LIGHTMYCELLS_CACHE", str(tmp_path / "cache"))
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-lightmycells", WIDGET)
+    widget.tile_size.value = 64
+    viewer.add_image(np.random.rand(64, 64), name="cells", metadata={"modality": "BF"})
+
+    widget.rows["Nucleus"].source.value = "tiny-nucleus-pc"
+    assert widget.rows["Nucleus"].file.native.isHidden()
+    qtbot.waitUntil(lambda: widget.status.value == "Downloaded tiny-nucleus-pc", timeout=TIMEOUT_MS)
+    assert len(list((tmp_path / "cache").glob("tiny-nucleus-pc-*.pt"))) == 1
+
+    for _ in range(2):  # predicting again replaces the layer
+        predict(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["cells", "cells Nucleus"]
+    assert viewer.layers["cells Nucleus"].data.shape == (64, 64)
+    assert any(n.severity == "warning" and "trained on PC" in n.message for n in notifications)
