@@ -147,3 +147,14 @@ def test_public_model_is_downloaded_then_used(
     assert [layer.name for layer in viewer.layers] == ["cells", "cells Nucleus"]
     assert viewer.layers["cells Nucleus"].data.shape == (64, 64)
     assert any(n.severity == "warning" and "trained on PC" in n.message for n in notifications)
+
+
+def test_closing_the_viewer_stops_a_running_prediction(viewer_and_widget, tiny_checkpoint, qtbot):
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.random.default_rng(0).random((2048, 2048), np.float32), name="big")
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+    widget.start()
+    qtbot.waitUntil(lambda: "tile" in widget.status.value, timeout=TIMEOUT_MS)
+    worker = widget.worker
+    with qtbot.waitSignal(worker.finished, timeout=5_000):
+        viewer.close()
