@@ -29,6 +29,7 @@ from ..events import Callback, Reporter, StopToken
 from . import distributed, rng
 from .config import RunConfig, save_config
 from .loaders import ResumableSampler, steps_per_epoch, train_loader
+from .previews import save_previews
 from .schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class Task:
     loss: LossFn  # (model, CPU batch) -> scalar loss; moves, augments and runs the batch
     generators: dict[str, torch.Generator] = field(default_factory=dict)  # saved with the RNG states
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None  # validation metrics (all processes)
-    preview: Callable[[nn.Module], dict[str, Any]] | None = None  # display images (main process)
+    preview: Callable[[nn.Module], dict[str, Any]] | None = None  # 2D display images (main process)
     val_every: int = 1  # epochs between evaluations
     monitor: str = "train_loss"  # lower is better; drives best.pt and early stopping
     patience: int | None = None
@@ -337,7 +338,10 @@ class Trainer:
         """Preview images of the current model, emitted as a ``preview`` event (main process)."""
         with self._rng_untouched():
             images = self.task.preview(unwrap(self.model))
-        self.reporter.emit("preview", self.state.step, epoch=self.state.epoch, images=images)
+        path = None
+        if self.config.save_previews:
+            path = str(save_previews(images, self.output / "previews", self.state.epoch)[0])
+        self.reporter.emit("preview", self.state.step, epoch=self.state.epoch, images=images, path=path)
         return images
 
     def _rng_untouched(self) -> contextlib.AbstractContextManager:
