@@ -1,0 +1,5 @@
+"""``python -m napari_lightmycells.cli`` (what ``torchrun -m`` launches)."""
+
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""``lightmycells train``: fine-tune a UNETR for one organelle (also under ``torchrun`` for several GPUs).
+
+The configuration comes from ``--config FILE.yaml``, ``--preset NAME`` (``configs/NAME.yaml``) or, when
+resuming, the interrupted run's ``last.pt``; flags override single fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from ..events import ProgressEvent, StopToken
+
+# Flags shared by `train` and `pretrain`: (flag, config field, argparse keywords).
+COMMON_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--data", "data", {"metavar": "FOLDER", "help": "study folder"}),
+    ("--output", "output", {"metavar": "FOLDER", "help": "where config.yaml, best.pt and last.pt go"}),
+    ("--model", "model", {"metavar": "PRESET", "help": "model preset (see `lightmycells models`)"}),
+    ("--epochs", "epochs", {"type": int}),
+    ("--max-steps", "max_steps", {"type": int, "help": "stop (resumably) after this many optimiser steps"}),
+    ("--batch-size", "batch_size", {"type": int, "help": "per process"}),
+    ("--accumulate", "accumulate", {"type": int, "metavar": "N", "help": "micro-batches per optimiser step"}),
+    ("--patch-size", "patch_size", {"type": int, "metavar": "PX"}),
+    ("--lr", "lr", {"type": float}),
+    ("--weight-decay", "weight_decay", {"type": float}),
+    ("--warmup-epochs", "warmup_epochs", {"type": float}),
+    ("--device", "device", {"choices": ("auto", "cpu", "cuda", "mps")}),
+    ("--precision", "precision", {"choices": ("auto", "fp32", "bf16", "fp16")}),
+    ("--workers", "workers", {"type": int, "help": "DataLoader worker processes"}),
+    ("--seed", "seed", {"type": int}),
+    ("--preview-every", "preview_every", {"type": int, "metavar": "EPOCHS"}),
+    ("--resume", "resume", {"metavar": "LAST_PT", "help": "continue an interrupted run from its last.pt"}),
+]
+
+TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--organelle", "organelle", {"help": "Nucleus, Mitochondria, Tubulin or Actin"}),
+    ("--modality", "modality", {"help": "BF, PC or DIC (default: all)"}),
+    ("--init-encoder", "init_encoder", {"metavar": "CKPT", "help": "MAE / UNETR / BiaPy checkpoint for the encoder"}),
+    ("--val-fraction", "val_fraction", {"type": float}),
+    ("--patience", "patience", {"type": int, "metavar": "EPOCHS"}),
+    ("--loss", "loss", {"choices": ("mse", "l1")}),
+    ("--samples-per-case", "samples_per_case", {"type": int}),
+    ("--focus", "focus", {"choices": ("random", "best")}),
+]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, flags: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """``--config``/``--preset`` plus one overriding flag per config field."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="YAML", help="configuration file")
+    source.add_argument("--preset", help="configuration preset (file name in napari_lightmycells/configs)")
+    for flag, field, kwargs in flags:
+        parser.add_argument(flag, dest=field, **{"default": None, **kwargs})
+    parser.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the model")
+    parser.add_argument("--no-augment", action="store_true", help="disable data augmentation")
+    parser.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="fine-tune a UNETR for one organelle",
+        description="Fine-tune a UNETR for one organelle. Several GPUs/nodes: "
+        "torchrun --nproc_per_node N -m napari_lightmycells.cli train ...",
+    )
+    add_run_arguments(parser, COMMON_FLAGS + TRAIN_FLAGS)
+    parser.set_defaults(command="train")
+
+
+def resolve_config(args: argparse.Namespace, cls, flags, default_preset: str):
+    """Config from --config, --preset, the resumed checkpoint, or ``default_preset``; then flag overrides."""
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, only rank 0 logs
+        logging.getLogger().setLevel(logging.WARNING)
+    from ..training.config import load_config
+    from ..training.engine import config_from_checkpoint
+
+    if args.config or args.preset:
+        config = load_config(args.config or args.preset, cls)
+    elif args.resume:
+        config = config_from_checkpoint(args.resume, cls)
+    else:
+        config = load_config(default_preset, cls)
+    overrides = {field: getattr(args, field) for _, field, _ in flags}
+    overrides["compile"] = args.compile
+    config = config.replace(**overrides)
+    if args.no_augment:
+        config = config.replace(augment={**config.augment, "enabled": False})
+    return config
+
+
+class ProgressPrinter:
+    """Turns training events into a tqdm bar (or plain lines) on stderr."""
+
+    def __init__(self, bar: bool = True):
+        self.use_bar = bar and sys.stderr.isatty()
+        self.bar = None
+        self.eta_s: float | None = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        from tqdm import tqdm
+
+        if event.kind == "start":
+            if self.use_bar:
+                self.bar = tqdm(total=event.total, initial=event.step, unit="step", dynamic_ncols=True)
+            self.write(event.message)
+        elif event.kind == "step":
+            self.eta_s = event.eta_s
+            if self.bar is not None:
+                self.bar.update(event.step - self.bar.n)
+                self.bar.set_postfix(epoch=event.epoch, loss=f"{event.metrics['loss']:.4f}")
+        elif event.kind == "epoch":
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in event.metrics.items() if k != "epoch_time_s")
+            eta = "" if self.bar is not None else self._eta(event)
+            self.write(f"epoch {event.epoch}: {shown}{eta}")
+        elif event.kind in ("log", "done"):
+            self.write(event.message + (f" ({event.path})" if event.kind == "done" and event.path else ""))
+            if event.kind == "done" and self.bar is not None:
+                self.bar.close()
+
+    def _eta(self, event: ProgressEvent) -> str:
+        eta = f", ETA {self.eta_s / 60:.1f} min" if self.eta_s is not None else ""
+        return f" [step {event.step}/{event.total}{eta}]" if event.total else ""
+
+    def write(self, message: str) -> None:
+        if not message:
+            return
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[StopToken]:
+    """A StopToken requested by the first Ctrl-C (the run saves last.pt); a second Ctrl-C aborts."""
+    stop = StopToken()
+
+    def handler(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+        stop.request()
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def report(result) -> int:
+    """Exit status of a finished run (130 when stopped by the user)."""
+    if result.status == "stopped":
+        print(f"stopped at step {result.step}; resume with --resume {result.last_path}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.config import TrainConfig
+    from ..training.finetune import finetune
+
+    config = resolve_config(args, TrainConfig, COMMON_FLAGS + TRAIN_FLAGS, "nucleus")
+    with stop_on_interrupt() as stop:
+        result = finetune(config, callbacks=[ProgressPrinter(not args.no_progress)], stop=stop)
+    return report(result)

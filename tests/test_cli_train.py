@@ -1,0 +1,83 @@
+"""`lightmycells train` / `pretrain` command lines: presets, overrides, resume, errors, torchrun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from napari_lightmycells.checkpoint import read_checkpoint
+from napari_lightmycells.cli import main
+from napari_lightmycells.data.synthetic import make_synthetic_study
+
+FAST = ["--device", "cpu", "--no-progress", "--preview-every", "0"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return make_synthetic_study(tmp_path_factory.mktemp("study"), n_cases=6, size=96, n_planes=2, seed=2)
+
+
+def test_train_preset_with_overrides_then_resume(study, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--preset", "tiny_cpu", "--data", str(study), "--output", str(out), "--epochs", "1",
+            "--samples-per-case", "2", "--batch-size", "4", "--lr", "1e-3", *FAST]
+    assert main(args) == 0
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "best.pt", "last.pt"}
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["model"], saved["epochs"], saved["batch_size"], saved["lr"]) == ("unetr_tiny", 1, 4, 1e-3)
+    assert "epoch 1: train_loss" in capsys.readouterr().err
+
+    # --resume alone takes the stored config; --epochs extends the run.
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "2", *FAST]) == 0
+    state = read_checkpoint(out / "last.pt")["training_state"]
+    assert state["loop"]["epoch"] == 2 and state["config"]["batch_size"] == 4
+
+
+def test_train_errors_exit_with_status_2(study, tmp_path, capsys):
+    assert main(["train", "--preset", "no_such_preset", *FAST]) == 2
+    assert "Unknown preset 'no_such_preset'" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "missing.pt"), *FAST]) == 2
+    assert "Checkpoint not found" in capsys.readouterr().err
+    assert main(["train", "--preset", "tiny_cpu", "--data", str(tmp_path / "nothing"), *FAST]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["train", "--preset", "tiny_cpu", "--model", "unetr_nope", "--data", str(study), *FAST]) == 2
+    assert "Unknown UNETR preset" in capsys.readouterr().err
+
+
+def test_pretrain_command(study, tmp_path):
+    out = tmp_path / "mae"
+    assert main(["pretrain", "--preset", "pretrain_tiny", "--data", str(study), "--output", str(out),
+                 "--epochs", "1", *FAST]) == 0
+    assert read_checkpoint(out / "last.pt")["kind"] == "mae"
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_write_one_checkpoint_set(study, tmp_path):
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "napari_lightmycells.cli", "train", "--preset", "tiny_cpu", "--data", str(study),
+        "--output", str(out), "--epochs", "2", "--samples-per-case", "4", "--batch-size", "2", *FAST,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt"]
+    assert done.stderr.count("epoch 2: train_loss") == 1  # only rank 0 reports
+    state = read_checkpoint(out / "last.pt")["training_state"]
+    # 5 training cases x 4 samples, shared by 2 processes (padded to 10 each), batches of 2: 5 steps/epoch.
+    assert state["loop"]["step"] == 2 * 5
+    assert len(state["rng"]) == 2  # one RNG snapshot per rank
