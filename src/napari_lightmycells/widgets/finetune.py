@@ -62,7 +62,9 @@ def format_eta(seconds: float) -> str:
 
 def notify_training_error(error: BaseException, action: str) -> None:
     """Like :func:`notify_error`, with a training hint for out-of-memory errors."""
-    if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
+    if not isinstance(error, LightMyCellsError) and (
+        isinstance(error, MemoryError) or "out of memory" in str(error).lower()
+    ):
         show_error(f"{action} ran out of memory. {OUT_OF_MEMORY_HINT}")
     else:
         notify_error(error, action)

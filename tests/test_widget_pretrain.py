@@ -1,0 +1,55 @@
+"""Pretrain widget: a tiny MAE run from layers with masked/reconstruction previews, stop, hand-off to Fine-tune."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+
+from napari_lightmycells.checkpoint import load_model
+from napari_lightmycells.widgets.finetune import FinetuneWidget
+from napari_lightmycells.widgets.pretrain import PretrainWidget
+
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture
+def viewer_and_widget(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    for index in (1, 2):
+        viewer.add_image(rng.normal(100, 10, (2, 72, 72)).astype(np.float32), name=f"BF {index}")
+    widget = PretrainWidget(viewer, mode="thread")
+    viewer.window.add_dock_widget(widget, name="Pretrain")
+    widget.layers.value = [viewer.layers["BF 1"], viewer.layers["BF 2"]]
+    widget.model.value, widget.patch_size.value, widget.batch_size.value = "mae_tiny", 64, 2
+    widget.epochs.value, widget.workers.value, widget.device.value = 1000, 0, "cpu"
+    widget.output.value = tmp_path / "mae"
+    return viewer, widget
+
+
+def test_pretrain_shows_reconstructions_and_hands_the_encoder_to_finetune(viewer_and_widget, qtbot):
+    viewer, widget = viewer_and_widget
+    finetune = FinetuneWidget(viewer, mode="thread")
+    viewer.window.add_dock_widget(finetune, name="Fine-tune")
+
+    widget.start_button.clicked()
+    qtbot.waitUntil(lambda: "Pretraining preview: reconstruction" in viewer.layers, timeout=TIMEOUT_MS)
+    assert "Pretraining preview: masked" in viewer.layers and "train_loss" in widget.plot.curves
+    widget.stop_button.clicked()
+    qtbot.waitUntil(lambda: widget.job is None, timeout=TIMEOUT_MS)
+
+    assert "stopped" in widget.status.value
+    encoder = Path(finetune.init.value)
+    assert encoder.parent == Path(widget.output.value) and finetune.model.value == "unetr_tiny"
+    assert load_model(encoder)[1].kind == "mae"
+
+
+def test_no_layer_chosen_is_refused(viewer_and_widget):
+    _, widget = viewer_and_widget
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    widget.layers.value = []
+    widget.start_button.clicked()
+    notification_manager.notification_ready.disconnect(seen.append)
+    assert widget.job is None and "No image layers chosen" in seen[-1].message
