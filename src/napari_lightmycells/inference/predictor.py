@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,7 +191,7 @@ class Predictor:
                     "fine-tune it first or pick a UNETR checkpoint."
                 )
             if card.organelle and card.organelle != organelle:
-                logger.warning("%s was trained for %s but is used for %s", card.path, card.organelle, organelle)
+                warnings.warn(f"{card.path} was trained for {card.organelle} but is used for {organelle}.", stacklevel=2)
             card_normalization = card.normalization
         patch_size = getattr(model, "patch_size", None)
         if not isinstance(patch_size, int) or patch_size < 1:
