@@ -71,3 +71,15 @@ def test_study_command_summarises_and_checks(tmp_path, capsys):
     tifffile.imwrite(folder / "image_1_BF_z0.ome.tiff", tifffile.imread(folder / "image_1_BF_z0.ome.tiff")[:50])
     assert main(["study", str(folder)]) == 2
     assert "shapes disagree" in capsys.readouterr().err
+
+
+def test_predicting_a_study_folder_skips_targets_and_earlier_predictions(study, checkpoint, capsys):
+    args = ["predict", str(study), "-o", str(study), "-m", str(checkpoint), "--tile-size", "64"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "skipped  " in first and "image_1_Nucleus.ome.tiff" in first and "organelle image" in first
+    assert not (study / "image_1_Nucleus_Nucleus.ome.tiff").exists()
+    assert main(args) == 0  # outputs written next to the inputs are not taken as new inputs
+    assert not any(study.glob("*_Nucleus_Nucleus.ome.tiff"))
+    for path in study.glob("image_*_BF_z*_Nucleus.ome.tiff"):  # leave the shared study as it was
+        path.unlink()

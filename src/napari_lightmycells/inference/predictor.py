@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..constants import canonical_organelle
+from ..constants import ORGANELLES, canonical_organelle
 from ..data.focus import best_focus_index
 from ..data.normalize import NormStats, denormalize, normalize
 from ..devices import autocast_dtype, select_device
@@ -303,8 +303,9 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
-    """``(path, skip reason)`` for each input; folders give their TIFF files (others are 'skipped')."""
-    from ..data.io import is_tiff
+    """``(path, skip reason)`` for each input; folders give their TIFF files (others are 'skipped'), except
+    organelle images (targets like ``image_3_Nucleus.ome.tiff`` or earlier predictions), which are skipped."""
+    from ..data.io import is_tiff, strip_tiff_suffix
 
     expanded = []
     for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
@@ -313,7 +314,16 @@ def _expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, str]
             files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
             if not files:
                 expanded.append((path, "the folder contains no files"))
-            expanded += [(p, "" if is_tiff(p) else "not a TIFF file") for p in files]
+            expanded += [(p, _folder_skip_reason(p, is_tiff, strip_tiff_suffix)) for p in files]
         else:
             expanded.append((path, ""))
     return expanded
+
+
+def _folder_skip_reason(path: Path, is_tiff, strip_tiff_suffix) -> str:
+    if not is_tiff(path):
+        return "not a TIFF file"
+    suffix = strip_tiff_suffix(path.name).rsplit("_", 1)[-1]
+    if suffix.lower() in {organelle.lower() for organelle in ORGANELLES}:
+        return f"an organelle image ({suffix}), not a transmitted-light input"
+    return ""
