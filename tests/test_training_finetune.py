@@ -92,6 +92,17 @@ def test_resume_reproduces_the_uninterrupted_run(study, tmp_path):
         assert torch.allclose(torch.tensor(got[step]), torch.tensor(expected[step]), rtol=1e-6, atol=0), step
 
 
+def test_gradient_accumulation_matches_the_full_batch(study, tmp_path):
+    common = {"max_steps": 3, "augment": {"enabled": False}, "preview_every": 0}
+    whole, split = [], []
+    finetune(tiny_config(study, tmp_path / "whole", batch_size=4, **common), callbacks=[whole.append])
+    finetune(tiny_config(study, tmp_path / "split", batch_size=2, accumulate=2, **common), callbacks=[split.append])
+    expected, got = step_losses(whole), step_losses(split)
+    assert sorted(got) == [1, 2, 3]
+    for step in got:
+        assert got[step] == pytest.approx(expected[step], rel=1e-4), step
+
+
 def test_stop_token_saves_a_resumable_last_checkpoint(study, tmp_path):
     stop = StopToken()
     events = []
@@ -106,6 +117,16 @@ def test_stop_token_saves_a_resumable_last_checkpoint(study, tmp_path):
     state = read_checkpoint(tmp_path / "run" / "last.pt")["training_state"]
     assert state["loop"]["step"] == 3 and state["loop"]["step_in_epoch"] == 3
     assert max(e.step for e in events if e.kind == "step") == 3
+
+
+def test_early_stopping_when_validation_stops_improving(study, tmp_path):
+    # A learning rate too small to change any float32 weight: the validation loss is exactly constant.
+    config = tiny_config(study, tmp_path / "run", epochs=5, patience=1, lr=1e-12, min_lr=1e-12, preview_every=0)
+    result = finetune(config)
+    assert result.status == "early_stopped" and result.epoch == 2
+    state = read_checkpoint(result.last_path)["training_state"]["loop"]
+    assert state["early_stopped"] and state["best_epoch"] == 1 and state["bad_validations"] == 1
+    assert finetune(dataclasses.replace(config, resume=str(result.last_path))).status == "early_stopped"
 
 
 def test_resume_refuses_a_checkpoint_without_training_state(study, tmp_path):

@@ -157,7 +157,7 @@ def preset_names() -> list[str]:
 def read_yaml(name_or_path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML file, or in the preset of that name."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"Config file not found: {path}")
         text = path.read_text()
