@@ -73,7 +73,7 @@ def test_torchrun_two_processes_write_one_checkpoint_set(study, tmp_path):
         "--output", str(out), "--epochs", "2", "--samples-per-case", "4", "--batch-size", "2", *FAST,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt"]
     assert done.stderr.count("epoch 2: train_loss") == 1  # only rank 0 reports

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
 
 from napari_lightmycells.training.config import (
-    ConfigError, PretrainConfig, TrainConfig, load_config, preset_names, save_config,
+    ConfigError,
+    PretrainConfig,
+    TrainConfig,
+    load_config,
+    preset_names,
+    save_config,
 )
 from napari_lightmycells.training.schedule import warmup_cosine, warmup_cosine_factor
 
@@ -54,7 +60,7 @@ def test_warmup_then_cosine_to_min_lr():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[10] == pytest.approx(1.0) and factors[60] == pytest.approx(0.01 + 0.99 * 0.5)
     assert factors[110] == pytest.approx(0.01) and factors[119] == pytest.approx(0.01)
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
 
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
     scheduler = warmup_cosine(optimizer, warmup_steps=2, total_steps=4, lr=1e-4, min_lr=0.0)

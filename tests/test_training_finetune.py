@@ -64,7 +64,7 @@ def test_finetune_beats_identity_and_mean_baselines(study, tmp_path):
     assert final["val_pearson"] > 0.6
 
     # best.pt is a plain inference checkpoint of the best validation epoch; last.pt can resume.
-    model, card = load_model(result.best_path)
+    _, card = load_model(result.best_path)
     assert card.organelle == "Nucleus" and card.modality == ("BF",)
     assert card.provenance["metrics"]["val_loss"] == pytest.approx(min(h["val_loss"] for h in result.history))
     assert "training_state" not in read_checkpoint(result.best_path)
