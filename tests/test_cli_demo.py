@@ -1,0 +1,16 @@
+import csv
+
+from napari_lightmycells.cli import main
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--epochs", "1", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "UNETR predictions (held-out cases)" in printed and "Baseline" in printed
+    assert (out / "run" / "best.pt").is_file() and (out / "run" / "last.pt").is_file()
+    predictions = sorted((out / "predictions").glob("*_Nucleus.ome.tiff"))
+    assert len(predictions) == 9  # 3 held-out cases x 3 focus planes
+    with open(out / "evaluation" / "metrics_per_image.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 9 and all(row["status"] == "ok" for row in rows)
