@@ -10,15 +10,16 @@ STYLES = {"train": "-", "val": "--"}
 
 
 class TrainingPlot(FigureCanvasQTAgg):
-    """Curves of every ``*loss`` and ``*psnr`` metric of ``epoch`` events (train solid, validation dashed)."""
+    """Curves of every ``*loss`` (and ``*psnr``) metric of ``epoch`` events (train solid, validation dashed)."""
 
-    def __init__(self, height_px: int = 220):
+    def __init__(self, with_psnr: bool = True, height_px: int = 220):
         figure = Figure(figsize=(4, 2.2), layout="constrained")
         super().__init__(figure)
         self.setMinimumHeight(height_px)
-        self.loss_axis = figure.add_subplot(1, 2, 1)
-        self.psnr_axis = figure.add_subplot(1, 2, 2)
-        for axis, title in ((self.loss_axis, "loss"), (self.psnr_axis, "PSNR (dB)")):
+        self.loss_axis = figure.add_subplot(1, 2 if with_psnr else 1, 1)
+        self.psnr_axis = figure.add_subplot(1, 2, 2) if with_psnr else None
+        self.axes = [axis for axis in (self.loss_axis, self.psnr_axis) if axis is not None]
+        for axis, title in zip(self.axes, ("loss", "PSNR (dB)")):
             axis.set_title(title, fontsize=8)
             axis.set_xlabel("epoch", fontsize=7)
             axis.tick_params(labelsize=6)
@@ -36,7 +37,7 @@ class TrainingPlot(FigureCanvasQTAgg):
     def add_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Add one epoch's metrics; the canvas redraws when the GUI is idle."""
         for name, value in metrics.items():
-            if name.endswith(("loss", "psnr")):
+            if name.endswith("loss") or (name.endswith("psnr") and self.psnr_axis is not None):
                 self.curves.setdefault(name, []).append((epoch, float(value)))
                 self._line(name).set_data(*zip(*self.curves[name]))
         self._refresh()
@@ -49,7 +50,7 @@ class TrainingPlot(FigureCanvasQTAgg):
         return self._lines[name]
 
     def _refresh(self) -> None:
-        for axis in (self.loss_axis, self.psnr_axis):
+        for axis in self.axes:
             axis.relim()
             axis.autoscale_view()
         self.draw_idle()

@@ -47,10 +47,13 @@ LAYERS_STUDY = "layers_study"  # inside the output folder, so that a resumed run
 CHECKPOINT_FILTER = "*.pt *.pth *.ckpt"
 OUT_OF_MEMORY_HINT = "Lower the batch size or the patch size, or close other programs using the device."
 PREVIEW_GAP_PX = 8
+PREVIEW_KEY = "training_preview"  # layer metadata: epoch of a preview layer
 
 
 def image_layers(viewer: napari.Viewer) -> list[tuple[str, Image]]:
-    return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, Image)]
+    """Image layers that can be training data (not the training previews)."""
+    return [(layer.name, layer) for layer in viewer.layers
+            if isinstance(layer, Image) and PREVIEW_KEY not in layer.metadata]
 
 
 def format_eta(seconds: float) -> str:
@@ -88,6 +91,7 @@ class TrainingWidget(Container):
     task = "train"
     action = "Fine-tuning"
     config_class: type[RunConfig] = TrainConfig
+    plots_psnr = True
 
     def __init__(self, viewer: napari.Viewer, specific: list[Widget], mode: str = "process"):
         self.viewer, self.mode = viewer, mode
@@ -114,7 +118,7 @@ class TrainingWidget(Container):
         self.status = Label(label="", value="Idle")
         buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal", labels=False)
         super().__init__(widgets=[self.settings, buttons, self.progress, self.status], labels=False)
-        self.plot = TrainingPlot()
+        self.plot = TrainingPlot(with_psnr=self.plots_psnr)
         self.native.layout().addWidget(self.plot)
         self.job: TrainingJob | None = None
         self._timer = QTimer(self.native)
@@ -208,9 +212,9 @@ class TrainingWidget(Container):
                 layer.data = image
                 layer.reset_contrast_limits()
             else:
-                layer = self.viewer.add_image(image, name=layer_name, colormap="gray")
+                layer = self.viewer.add_image(image, name=layer_name, colormap="gray", metadata={PREVIEW_KEY: epoch})
             layer.translate = (0.0,) * (image.ndim - 1) + (x,)
-            layer.metadata["epoch"] = epoch
+            layer.metadata[PREVIEW_KEY] = epoch
             x += image.shape[-1] + PREVIEW_GAP_PX
 
     def _finish(self) -> None:
@@ -263,9 +267,11 @@ class FinetuneWidget(TrainingWidget):
         )
         self.augment = CheckBox(text="augmentation", value=True)
         self.val_fraction = FloatSpinBox(label="validation fraction", min=0.0, max=0.9, step=0.05, value=0.1)
+        self.samples = SpinBox(label="patches per image", min=1, max=10_000, value=8,
+                               tooltip="Random training patches drawn from each image in an epoch")
         super().__init__(napari_viewer, [
             self.source, self.pairs, pair_buttons, self.modality, self.folder, self.organelle, self.model,
-            self.init, self.augment, self.val_fraction,
+            self.init, self.augment, self.val_fraction, self.samples,
         ], mode)
         self._layer_widgets = [self.pairs, pair_buttons, self.modality]
         self.source.changed.connect(self._on_source_changed)
@@ -294,7 +300,7 @@ class FinetuneWidget(TrainingWidget):
             data=str(data), organelle=self.organelle.value, model=self.model.value,
             init_encoder=str(self.init.value) if self.init.value else None,
             augment={"enabled": self.augment.value}, val_fraction=self.val_fraction.value,
-            patience=None, **self.common_settings(),
+            samples_per_case=self.samples.value, patience=None, **self.common_settings(),
         ).replace()
 
     def _study_folder(self) -> Path:

@@ -37,6 +37,7 @@ class PretrainWidget(TrainingWidget):
     task = "pretrain"
     action = "Pretraining"
     config_class = PretrainConfig
+    plots_psnr = False
 
     def __init__(self, napari_viewer: napari.Viewer, mode: str = "process"):
         self.source = ComboBox(label="training data", choices=(LAYERS, FOLDER))
