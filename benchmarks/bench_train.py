@@ -1,0 +1,196 @@
+"""Benchmark fine-tuning steps: samples/s, peak memory and model FLOP utilisation (MFU).
+
+Trains the paper-config UNETR (preset ``unetr_paper``: ViT 768/12/12, 32 px tokens, 32 filters,
+9x9 kernels, instance norm) and BiaPy's UNETR of the same configuration on the same random batches,
+with the fine-tuning recipe: AdamW, MSE, bf16 autocast + channels-last on CUDA, fp32 on CPU.
+FLOPs per step (forward + backward) are counted with ``FlopCounterMode`` on the meta device. Example::
+
+    python benchmarks/bench_train.py --size 1024 --batch 2 --steps 10        # GPU
+    python benchmarks/bench_train.py --devices cpu --size 256 --steps 2      # CPU, minutes
+
+Prints a table and writes ``benchmarks/results/train_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from bench_predict import PeakRSS, peak_tflops  # sibling script: same memory sampler and peak FLOP table
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from napari_lightmycells.devices import autocast_dtype, select_device
+from napari_lightmycells.models import UNETR2D, count_parameters, unetr_config
+from napari_lightmycells.training.engine import param_groups
+
+
+class BiapyUNETR(nn.Module):
+    """BiaPy's UNETR with the paper's settings (instance norm, like ``unetr_paper``), returning a tensor."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        from biapy.models.unetr import UNETR
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.net = UNETR(
+                input_shape=(size, size, 1), patch_size=32, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
+                num_filters=32, output_channels=[1], output_channel_info=["F"], decoder_activation="relu",
+                ViT_hidd_mult=3, normalization="in", k_size=9,
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if isinstance(out, dict):
+            out = out["pred"]
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def step_flops(model: nn.Module, batch: int, size: int) -> tuple[int, str]:
+    """FLOPs of one training step (forward + backward), counted on a meta-device copy."""
+    meta_model = copy.deepcopy(model).to("meta")
+    x = torch.empty(batch, 1, size, size, device="meta")
+    try:
+        with FlopCounterMode(display=False) as counter:
+            meta_model(x).float().square().mean().backward()
+        return counter.get_total_flops(), "forward + backward (FlopCounterMode)"
+    except (NotImplementedError, RuntimeError):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            meta_model(x)
+        return 3 * counter.get_total_flops(), "3 x forward (FlopCounterMode; backward not countable on meta)"
+
+
+def train_steps(model: nn.Module, device: torch.device, args) -> dict:
+    """Time ``args.steps`` optimiser steps after ``args.warmup`` untimed ones."""
+    amp = autocast_dtype(device)
+    channels_last = device.type == "cuda"
+    model = model.to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(param_groups(model, 0.02), lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        tuple(torch.randn(args.batch, 1, args.size, args.size, generator=generator) for _ in range(2))
+        for _ in range(2)
+    ]
+
+    def step(index: int) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        image, target = (t.to(device, non_blocking=True) for t in batches[index % 2])
+        if channels_last:
+            image, target = (t.contiguous(memory_format=torch.channels_last) for t in (image, target))
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss = F.mse_loss(model(image).float(), target)
+        loss.backward()
+        optimizer.step()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for index in range(args.warmup):
+        step(index)
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with PeakRSS() as rss:
+        start = time.perf_counter()
+        for index in range(args.steps):
+            step(index)
+        sync()
+        seconds = (time.perf_counter() - start) / args.steps
+    memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
+    return {"seconds_per_step": seconds, "peak_memory_mib": memory / 2**20,
+            "memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS"}
+
+
+def bench(name: str, model: nn.Module, device: torch.device, args) -> dict:
+    flops, flops_source = step_flops(model, args.batch, args.size)
+    parameters = count_parameters(model)
+    timing = train_steps(model, device, args)
+    peak, peak_source = peak_tflops(device, args.peak_tflops)
+    achieved = flops / timing["seconds_per_step"] / 1e12
+    return {
+        "model": name,
+        "parameters": parameters,
+        **timing,
+        "samples_per_s": args.batch / timing["seconds_per_step"],
+        "tflop_per_step": flops / 1e12,
+        "flops_source": flops_source,
+        "achieved_tflops": achieved,
+        "peak_tflops": peak,
+        "peak_source": peak_source,
+        "mfu": achieved / peak if peak else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024, help="square patch side (the paper: 1024)")
+    parser.add_argument("--batch", type=int, default=1, help="samples per step")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--preset", default="unetr_paper")
+    parser.add_argument("--devices", nargs="+", default=["cuda"] if torch.cuda.is_available() else ["cpu"])
+    parser.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP rate of the device (TFLOP/s)")
+    parser.add_argument("--no-biapy", action="store_true", help="skip BiaPy's UNETR even if importable")
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+
+    for device_name in args.devices:
+        device = select_device(device_name)
+        torch.manual_seed(0)
+        models = {f"ours ({args.preset})": UNETR2D(unetr_config(args.preset, img_size=args.size))}
+        if not args.no_biapy:
+            try:
+                models["biapy UNETR"] = BiapyUNETR(args.size)
+            except ImportError:
+                print("biapy is not importable: skipping its UNETR")
+        rows = []
+        for name, model in models.items():
+            with contextlib.redirect_stdout(io.StringIO()):  # BiaPy prints shapes on every forward
+                rows.append(bench(name, model, device, args))
+            del model
+        report = {
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+            else platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "load_average_1min": os.getloadavg()[0],  # other processes competing for the CPU skew CPU timings
+            "autocast": str(autocast_dtype(device)),
+            "channels_last": device.type == "cuda",
+            "size": args.size, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
+            "note": "" if args.size == 1024 else f"patch {args.size}² instead of the paper's 1024² to keep the run short",
+            "results": rows,
+        }
+        print_table(report)
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        path = args.output_dir / f"train_{device.type}.json"
+        path.write_text(json.dumps(report, indent=2))
+        print(f"saved {path}")
+
+
+def print_table(report: dict) -> None:
+    print(f"\n{report['device']} ({report['device_name']}), {report['size']}² patches, batch {report['batch']}, "
+          f"autocast {report['autocast']}, {report['steps']} timed steps")
+    header = f"{'model':<24}{'s/step':>9}{'samples/s':>11}{'peak MiB':>10}{'TFLOP/step':>12}{'TFLOP/s':>9}{'MFU %':>7}"
+    print(header + "\n" + "-" * len(header))
+    for row in report["results"]:
+        mfu = f"{100 * row['mfu']:.1f}" if row["mfu"] is not None else "n/a"
+        print(f"{row['model']:<24}{row['seconds_per_step']:>9.2f}{row['samples_per_s']:>11.3f}"
+              f"{row['peak_memory_mib']:>10.0f}{row['tflop_per_step']:>12.3f}{row['achieved_tflops']:>9.3f}{mfu:>7}")
+
+
+if __name__ == "__main__":
+    main()
