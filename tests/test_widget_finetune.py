@@ -104,3 +104,13 @@ def test_error_in_the_run_is_notified_and_the_widget_goes_idle(viewer_and_widget
 
 def test_eta_is_readable():
     assert [format_eta(s) for s in (7.4, 125, 3725)] == ["7 s", "2 min 05 s", "1 h 02 min"]
+
+
+def test_training_widgets_are_contributed_by_the_plugin(make_napari_viewer):
+    from napari_lightmycells.widgets.pretrain import PretrainWidget
+
+    viewer = make_napari_viewer()
+    _, finetune = viewer.window.add_plugin_dock_widget("napari-lightmycells", "Fine-tune organelle model")
+    _, pretrain = viewer.window.add_plugin_dock_widget("napari-lightmycells", "Pretrain encoder (MAE)")
+    assert isinstance(finetune, FinetuneWidget) and finetune.mode == "process"
+    assert isinstance(pretrain, PretrainWidget)

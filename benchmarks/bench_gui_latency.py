@@ -1,0 +1,153 @@
+"""napari event-loop latency while the Fine-tune widget trains: idle, training in a process, in a thread.
+
+A precise QTimer ticks every 20 ms in the viewer's event loop; each tick's lateness (measured interval
+minus 20 ms) is recorded while a run trains from image layers (``unetr_small``, 128 px patches on the
+CPU by default), previews and plot updated every epoch (preview layers are created anew in each mode). Also reported: the time from Start to the first
+optimiser step (process start-up included). Prints a table and saves benchmarks/results/gui_latency.json.
+
+    xvfb-run -a python benchmarks/bench_gui_latency.py [--seconds 20 --model unetr_small --patch 128]
+"""
+
+from __future__ import annotations
+
+import torch  # (before Qt)
+
+# isort: split
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import napari
+import numpy as np
+from qtpy.QtCore import QEventLoop, Qt, QTimer
+
+from napari_lightmycells.data.io import read_image
+from napari_lightmycells.data.synthetic import make_synthetic_study
+from napari_lightmycells.widgets.finetune import FinetuneWidget, PairRow
+
+RESULTS = Path(__file__).parent / "results" / "gui_latency.json"
+TICK_MS = 20
+
+
+class LatencyProbe:
+    """Records how late each tick of a ``TICK_MS`` timer fires in the running Qt event loop."""
+
+    def __init__(self, tick_ms: int = TICK_MS):
+        self.tick_ms = tick_ms
+        self.late_ms: list[float] = []
+        self._timer = QTimer()
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._timer.setInterval(tick_ms)
+        self._timer.timeout.connect(self._tick)
+
+    def start(self) -> None:
+        self.late_ms.clear()
+        self._last = time.perf_counter()
+        self._timer.start()
+
+    def stop(self) -> dict[str, float]:
+        self._timer.stop()
+        late = np.asarray(self.late_ms)
+        return {
+            "ticks": int(late.size),
+            **{f"p{q}_ms": round(float(np.percentile(late, q)), 2) for q in (50, 95, 99)},
+            "max_ms": round(float(late.max()), 2),
+            "over_100ms": int((late > 100).sum()),
+        }
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.late_ms.append(max((now - self._last) * 1000 - self.tick_ms, 0.0))
+        self._last = now
+
+
+def run_event_loop(seconds: float, until=None) -> None:
+    """Run the Qt event loop for ``seconds`` (or until ``until()`` is true, checked every 50 ms)."""
+    loop = QEventLoop()
+    deadline = time.perf_counter() + seconds
+    check = QTimer()
+    check.timeout.connect(lambda: (time.perf_counter() > deadline or (until and until())) and loop.quit())
+    check.start(50)
+    loop.exec()
+    check.stop()
+
+
+def make_widget(viewer: napari.Viewer, study: Path, args, output: Path) -> FinetuneWidget:
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Fine-tune")
+    for index in range(1, args.cases + 1):
+        stack = np.stack([read_image(study / f"image_{index}_BF_z{z}.ome.tiff").data for z in range(2)])
+        viewer.add_image(stack, name=f"BF {index}")
+        viewer.add_image(read_image(study / f"image_{index}_Nucleus.ome.tiff").data, name=f"Nucleus {index}")
+        if index > 1:
+            widget.pairs.append(PairRow(viewer))
+        row = widget.pairs[index - 1]
+        row.input.value, row.target.value = viewer.layers[f"BF {index}"], viewer.layers[f"Nucleus {index}"]
+    widget.model.value, widget.patch_size.value, widget.batch_size.value = args.model, args.patch, args.batch
+    widget.epochs.value, widget.val_fraction.value, widget.workers.value = 10_000, 0.25, 0
+    widget.samples.value = 2
+    widget.device.value, widget.output.value = "cpu", output
+    return widget
+
+
+def measure_mode(widget: FinetuneWidget, probe: LatencyProbe, mode: str, seconds: float) -> dict:
+    widget.mode = mode
+    started = time.perf_counter()
+    widget.start()
+    run_event_loop(300, until=lambda: widget.progress.value >= 1 or widget.job is None)
+    first_step_s = time.perf_counter() - started
+    probe.start()
+    run_event_loop(seconds)
+    latency = probe.stop()
+    steps = widget.progress.value
+    widget.stop()
+    run_event_loop(120, until=lambda: widget.job is None)
+    for layer in [layer for layer in widget.viewer.layers if layer.name.startswith("Fine-tuning preview")]:
+        widget.viewer.layers.remove(layer)  # each mode pays for creating its preview layers
+    return {"mode": mode, "start_to_first_step_s": round(first_step_s, 2), "steps_seen": steps, **latency}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--model", default="unetr_small")
+    parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--cases", type=int, default=4)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="gui_latency_"))
+    study = make_synthetic_study(tmp / "study", n_cases=args.cases, size=2 * args.patch, n_planes=2)
+    viewer = napari.Viewer()
+    probe = LatencyProbe()
+    widget = make_widget(viewer, study, args, tmp / "run")
+    run_event_loop(2)  # let the window settle
+    probe.start()
+    run_event_loop(args.seconds)
+    rows = [{"mode": "idle", **probe.stop()}]
+    rows += [measure_mode(widget, probe, mode, args.seconds) for mode in ("process", "thread")]
+    viewer.close()
+
+    print(f"{'mode':8} {'ticks':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>8} {'>100ms':>7} {'1st step':>9}")
+    for row in rows:
+        first = f"{row['start_to_first_step_s']:.1f} s" if "start_to_first_step_s" in row else "-"
+        print(f"{row['mode']:8} {row['ticks']:6d} {row['p50_ms']:7.1f} {row['p95_ms']:7.1f} {row['p99_ms']:7.1f} "
+              f"{row['max_ms']:8.1f} {row['over_100ms']:7d} {first:>9}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "what": f"lateness of a {TICK_MS} ms QTimer in the napari event loop while fine-tuning from layers",
+        "settings": vars(args),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(), "napari": napari.__version__},
+        "results": rows,
+    }, indent=2) + "\n")
+    print(f"saved {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
