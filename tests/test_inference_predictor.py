@@ -208,3 +208,16 @@ def test_tiny_unetr_from_a_checkpoint(tmp_path):
     with torch.inference_mode():
         whole = model.eval()(torch.from_numpy(normalised)[None, None])[0, 0].numpy()
     np.testing.assert_allclose(tiled, whole * image.std() + image.mean(), rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_precision_on_cpu_stays_close_to_fp32():
+    from napari_lightmycells.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("unetr_tiny").eval()
+    image = np.random.default_rng(0).normal(100, 10, (96, 80)).astype(np.float32)
+    exact = Predictor({"Nucleus": model}, device="cpu", tile_size=64).predict(image)["Nucleus"]
+    fast = Predictor({"Nucleus": model}, device="cpu", tile_size=64, precision="bf16").predict(image)["Nucleus"]
+    assert fast.dtype == np.float32 and fast.shape == exact.shape
+    spread = exact.max() - exact.min()
+    assert 0 < np.abs(fast - exact).max() < 0.05 * spread

@@ -27,6 +27,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--tile-size", type=int, default=1024, help="tile side in pixels (default 1024)")
     parser.add_argument("--overlap", type=float, default=0.125, help="tile overlap as a fraction of the tile")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    parser.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+        help="auto: bf16 on CUDA, fp32 elsewhere; bf16 is ~1.7x faster on CPUs with AVX512-BF16/AMX",
+    )
     parser.add_argument("--list-models", action="store_true", help="list registered public models and exit")
 
 
@@ -78,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         raise ModelError("No model given: use --model Nucleus=nucleus.pt (repeat for more organelles).")
     models = dict(resolve_model(spec) for spec in args.model)
     predictor = Predictor(
-        models, device=args.device, tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size
+        models, device=args.device, tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+        precision=args.precision,
     )
     bar = ProgressBar("predict")
     results = predictor.predict_files(args.inputs, args.output, plane=parse_plane(args.plane), callbacks=[bar])

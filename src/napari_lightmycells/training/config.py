@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from ..devices import PRECISIONS
 from ..errors import LightMyCellsError
 
 LOSSES = ("mse", "l1")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class ConfigError(LightMyCellsError):

@@ -64,12 +64,7 @@ class Runtime:
 
 def make_runtime(config: RunConfig, env: distributed.DistEnv, device: torch.device) -> Runtime:
     """Precision and memory layout of a run on ``device`` (see :func:`distributed.session`)."""
-    if config.precision == "auto":
-        amp_dtype = autocast_dtype(device)
-    else:
-        amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.precision]
-    if amp_dtype is torch.float16 and device.type != "cuda":
-        raise ModelError("fp16 training needs a CUDA GPU; use precision bf16 or fp32.")
+    amp_dtype = autocast_dtype(device, config.precision)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
