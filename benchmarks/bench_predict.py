@@ -86,8 +86,12 @@ def tile_flops(model: nn.Module, tile: int) -> int:
     return counter.get_total_flops()
 
 
-def peak_tflops(device: torch.device, override: float | None) -> tuple[float | None, str]:
-    """Peak FLOP rate of ``device`` in the precision used (bf16 on CUDA, fp32 on CPU) and its source."""
+def precision_name(device: torch.device, precision: str) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(device, precision)]
+
+
+def peak_tflops(device: torch.device, override: float | None, precision: str = "fp32") -> tuple[float | None, str]:
+    """Peak FLOP rate of ``device`` in ``precision`` (CUDA: the bf16 data-sheet figure) and its source."""
     if override:
         return override, "--peak-tflops"
     if device.type == "cuda":
@@ -98,15 +102,18 @@ def peak_tflops(device: torch.device, override: float | None) -> tuple[float | N
         return None, f"unknown GPU {name}: pass --peak-tflops"
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     flops_per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8  # fp32, 2 FMA units
+    if precision == "bf16" and ("avx512_bf16" in flags or "amx_bf16" in flags):
+        flops_per_cycle *= 2  # VDPBF16PS: two bf16 products per fp32 lane (AMX tiles give more: a lower bound)
     freq = psutil.cpu_freq()
     ghz = (freq.max or freq.current) / 1000 if freq else 2.5
     cores = torch.get_num_threads()
-    return cores * ghz * flops_per_cycle / 1000, f"estimate: {cores} threads x {ghz:.2f} GHz x {flops_per_cycle} fp32 FLOP/cycle"
+    source = f"estimate: {cores} threads x {ghz:.2f} GHz x {flops_per_cycle} {precision} FLOP/cycle"
+    return cores * ghz * flops_per_cycle / 1000, source
 
 
-def bench(name: str, model: nn.Module, image: np.ndarray, device: torch.device, args) -> dict:
+def bench(name: str, model: nn.Module, precision: str, image: np.ndarray, device: torch.device, args) -> dict:
     predictor = Predictor({"Nucleus": model}, device=device, tile_size=args.tile, overlap=args.overlap,
-                          batch_size=args.batch)
+                          batch_size=args.batch, precision=precision)
     if device.type == "cuda":  # warm-up (cuDNN autotuning, lazy init)
         predictor.predict(image[: args.tile, : args.tile])
         torch.cuda.synchronize(device)
@@ -122,11 +129,12 @@ def bench(name: str, model: nn.Module, image: np.ndarray, device: torch.device, 
     seconds = float(np.median(times))
     tiles = count_tiles(image.shape, args.tile, args.overlap)
     flops = tile_flops(model, args.tile) * tiles
-    peak, peak_source = peak_tflops(device, args.peak_tflops)
+    peak, peak_source = peak_tflops(device, args.peak_tflops, precision_name(device, precision))
     achieved = flops / seconds / 1e12
     memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
     return {
         "model": name,
+        "precision": precision_name(device, precision),
         "seconds": seconds,
         "megapixels_per_s": image.size / 1e6 / seconds,
         "peak_memory_mib": memory / 2**20,
@@ -151,6 +159,8 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP rate of the device (TFLOP/s)")
     parser.add_argument("--no-biapy", action="store_true", help="skip BiaPy's UNETR even if importable")
+    parser.add_argument("--precisions", nargs="+", default=["auto", "bf16"],
+                        help="our model's precisions to time (BiaPy runs in fp32, as it does by default)")
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
@@ -159,13 +169,14 @@ def main() -> None:
     torch.manual_seed(0)
     for device_name in args.devices:
         device = select_device(device_name)
-        models = {f"ours ({args.preset})": create_model(args.preset)}
+        ours = create_model(args.preset)
+        runs = [(f"ours ({args.preset})", ours, precision) for precision in dict.fromkeys(args.precisions)]
         if not args.no_biapy:
             try:
-                models["biapy UNETR"] = BiapyUNETR(args.tile)
+                runs.append(("biapy UNETR", BiapyUNETR(args.tile), "fp32"))
             except ImportError:
                 print("biapy is not importable: skipping its UNETR")
-        rows = [bench(name, model, image, device, args) for name, model in models.items()]
+        rows = [bench(name, model, precision, image, device, args) for name, model, precision in runs]
         report = {
             "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
@@ -173,7 +184,6 @@ def main() -> None:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
-            "autocast": str(autocast_dtype(device)),
             "size": args.size, "tile": args.tile, "overlap": args.overlap, "batch": args.batch,
             "repeats": args.repeats, "results": rows,
         }
@@ -186,12 +196,12 @@ def main() -> None:
 
 def print_table(report: dict) -> None:
     print(f"\n{report['device']} ({report['device_name']}), {report['size']}² image, {report['tile']}² tiles, "
-          f"batch {report['batch']}, autocast {report['autocast']}")
-    header = f"{'model':<24}{'s/image':>10}{'MP/s':>10}{'peak MiB':>10}{'TFLOP':>8}{'TFLOP/s':>9}{'% peak':>8}"
+          f"batch {report['batch']}")
+    header = f"{'model':<24}{'precision':>15}{'s/image':>10}{'MP/s':>10}{'peak MiB':>10}{'TFLOP':>8}{'TFLOP/s':>9}{'% peak':>8}"
     print(header + "\n" + "-" * len(header))
     for row in report["results"]:
         fraction = f"{100 * row['fraction_of_peak']:.1f}" if row["fraction_of_peak"] is not None else "n/a"
-        print(f"{row['model']:<24}{row['seconds']:>10.2f}{row['megapixels_per_s']:>10.3f}"
+        print(f"{row['model']:<24}{row['precision']:>15}{row['seconds']:>10.2f}{row['megapixels_per_s']:>10.3f}"
               f"{row['peak_memory_mib']:>10.0f}{row['tflop_per_image']:>8.2f}{row['achieved_tflops']:>9.3f}"
               f"{fraction:>8}")
 

@@ -43,7 +43,7 @@ def test_download_verifies_checksum_and_caches(served, tmp_path):
     entry = ModelEntry("tiny-nucleus", "Nucleus", url, sha)
     seen = []
     path = fetch_model(entry, cache=tmp_path / "cache", progress=lambda done, total: seen.append((done, total)))
-    model, card = load_model(path)
+    _, card = load_model(path)
     assert card.organelle == "Nucleus"
     assert seen and seen[-1][0] == seen[-1][1] == path.stat().st_size
     again = fetch_model(entry, cache=tmp_path / "cache")
@@ -51,7 +51,7 @@ def test_download_verifies_checksum_and_caches(served, tmp_path):
 
 
 def test_checksum_mismatch_keeps_nothing(served, tmp_path):
-    url, sha, _ = served
+    url, _, _ = served
     entry = ModelEntry("tiny-nucleus", "Nucleus", url, "0" * 64)
     with pytest.raises(ModelError, match="corrupt or the file changed"):
         fetch_model(entry, cache=tmp_path / "cache")

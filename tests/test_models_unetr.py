@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from napari_lightmycells.errors import DataError
-from napari_lightmycells.models import UNETR2D, UNETRConfig, ViTConfig, count_parameters, create_model, unetr_config
+from napari_lightmycells.models import (
+    UNETR2D,
+    UNETRConfig,
+    ViTConfig,
+    count_parameters,
+    create_model,
+    unetr_config,
+)
 
 
 @pytest.fixture(scope="module")

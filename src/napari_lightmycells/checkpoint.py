@@ -116,7 +116,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"Checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated / foreign files
+    except Exception as error:  # noqa: BLE001 - torch raises many types for truncated or foreign files
         raise CheckpointError(f"{path.name} is not a readable model checkpoint ({type(error).__name__}: {error})") from None
 
 

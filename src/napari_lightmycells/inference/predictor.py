@@ -174,7 +174,7 @@ class Predictor:
                 raise
             except LightMyCellsError as exc:
                 results.append(FileResult(path, "error", str(exc)))
-            except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch
+            except Exception as exc:
                 logger.exception("Unexpected error while predicting %s", path)
                 results.append(FileResult(path, "error", f"{type(exc).__name__}: {exc}"))
             else:

@@ -34,7 +34,7 @@ def overlap_pixels(tile_size: int, overlap: float) -> int:
     """Overlap in pixels from a fraction of the tile size (``0 <= overlap <= 0.5``)."""
     if not 0 <= overlap <= 0.5:
         raise DataError(f"Tile overlap must be a fraction of the tile size between 0 and 0.5, got {overlap}.")
-    return int(round(overlap * tile_size))
+    return round(overlap * tile_size)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,19 @@ from .unetr import UNETR2D, UNETRConfig
 from .vit import ViTConfig
 
 __all__ = [
-    "MAE2D", "MAEConfig", "UNETR2D", "UNETRConfig", "ViTConfig", "MAE_PRESETS", "UNETR_PRESETS",
-    "ORGANELLE_PRESETS", "build_model", "create_model", "count_parameters", "mae_config", "unetr_config",
+    "MAE2D",
+    "MAE_PRESETS",
+    "ORGANELLE_PRESETS",
+    "UNETR2D",
+    "UNETR_PRESETS",
+    "MAEConfig",
+    "UNETRConfig",
+    "ViTConfig",
+    "build_model",
+    "count_parameters",
+    "create_model",
+    "mae_config",
+    "unetr_config",
 ]
 
 

@@ -35,7 +35,6 @@ def _biapy_decoder_norm(state: dict[str, torch.Tensor]) -> str:
 def unetr_config_from_biapy(cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> UNETRConfig:
     """Our :class:`UNETRConfig` for a BiaPy UNETR, from its ``cfg`` dict and its weights."""
     model_cfg = (cfg or {}).get("MODEL", {})
-    data_cfg = (cfg or {}).get("DATA", {})
     if model_cfg.get("ARCHITECTURE", "unetr").lower() != "unetr":
         raise CheckpointError(f"BiaPy checkpoint holds a {model_cfg['ARCHITECTURE']!r} model, not a UNETR.")
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from typing_extensions import Self
 
 from ..devices import PRECISIONS
 from ..errors import LightMyCellsError
@@ -74,7 +75,7 @@ class RunConfig:
         return _plain(asdict(self))
 
     @classmethod
-    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    def from_dict(cls, data: dict[str, Any]) -> Self:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -86,7 +87,7 @@ class RunConfig:
         config.validate()
         return config
 
-    def replace(self: C, **changes: Any) -> C:
+    def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` applied (``None`` values are ignored) and validated."""
         changes = {key: value for key, value in changes.items() if value is not None}
         config = dataclasses.replace(self, **changes)

@@ -22,10 +22,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import read_checkpoint, save_checkpoint, unwrap
+from ..checkpoint import card_from_checkpoint, read_checkpoint, save_checkpoint, unwrap
 from ..devices import autocast_dtype
 from ..errors import CheckpointError, ModelError
 from ..events import Callback, Reporter, StopToken
+from ..models import build_model
 from . import distributed, rng
 from .config import RunConfig, save_config
 from .loaders import ResumableSampler, steps_per_epoch, train_loader
@@ -374,6 +375,32 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             continue
         (no_decay if param.ndim <= 1 or name.endswith(("cls_token", "mask_token")) else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def run(
+    config: RunConfig,
+    build_task: Callable[[dict[str, Any] | None, Runtime], Task],
+    callbacks: Iterable[Callback] | None = None,
+    stop: StopToken | None = None,
+) -> TrainResult:
+    """Run (or resume, with ``config.resume``) the task ``build_task(resume checkpoint or None, runtime)``
+    makes, inside a (possibly distributed) session."""
+    config.validate()
+    checkpoint = read_resume_checkpoint(config.resume) if config.resume else None
+    with distributed.session(config.device) as (env, device):
+        runtime = make_runtime(config, env, device)
+        rng.seed_everything(config.seed)
+        trainer = Trainer(build_task(checkpoint, runtime), config, runtime, callbacks, stop)
+        if checkpoint is not None:
+            trainer.load_training_state(checkpoint["training_state"])
+        return trainer.run()
+
+
+def resumed_model(checkpoint: dict[str, Any]) -> nn.Module:
+    """The model stored in a ``last.pt``, weights loaded."""
+    model = build_model(card_from_checkpoint(checkpoint).config)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
 
 
 def read_resume_checkpoint(path: str) -> dict[str, Any]:

@@ -16,14 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..checkpoint import card_from_checkpoint, load_encoder_state
+from ..checkpoint import load_encoder_state
 from ..errors import ModelError
 from ..events import Callback, StopToken
 from ..metrics import batch_pearson, batch_psnr, batch_ssim
-from ..models import UNETR2D, UNETR_PRESETS, build_model, unetr_config
-from . import distributed, rng
+from ..models import UNETR2D, UNETR_PRESETS, unetr_config
+from . import distributed
 from .config import ConfigError, TrainConfig
-from .engine import Runtime, Task, Trainer, TrainResult, make_runtime, read_resume_checkpoint
+from .engine import Runtime, Task, TrainResult, resumed_model, run
 from .loaders import eval_loader
 
 logger = logging.getLogger(__name__)
@@ -35,26 +35,17 @@ def finetune(
     config: TrainConfig, callbacks: Iterable[Callback] | None = None, stop: StopToken | None = None
 ) -> TrainResult:
     """Train (or resume, with ``config.resume``) a UNETR for ``config.organelle``."""
-    config.validate()
-    checkpoint = read_resume_checkpoint(config.resume) if config.resume else None
-    with distributed.session(config.device) as (env, device):
-        runtime = make_runtime(config, env, device)
-        rng.seed_everything(config.seed)
-        model = build_unetr(config, checkpoint)
-        train_set, val_set = paired_datasets(config)
-        task = finetune_task(config, model, train_set, val_set, runtime)
-        trainer = Trainer(task, config, runtime, callbacks, stop)
-        if checkpoint is not None:
-            trainer.load_training_state(checkpoint["training_state"])
-        return trainer.run()
+
+    def build_task(checkpoint: dict[str, Any] | None, runtime: Runtime) -> Task:
+        return finetune_task(config, build_unetr(config, checkpoint), *paired_datasets(config), runtime)
+
+    return run(config, build_task, callbacks, stop)
 
 
 def build_unetr(config: TrainConfig, checkpoint: dict[str, Any] | None = None) -> UNETR2D:
     """The model to train: resumed, or a preset (token grid sized to the patch) with an optional encoder init."""
     if checkpoint is not None:
-        model = build_model(card_from_checkpoint(checkpoint).config)
-        model.load_state_dict(checkpoint["state_dict"])
-        return model
+        return resumed_model(checkpoint)
     if config.model not in UNETR_PRESETS:
         raise ConfigError(f"Unknown UNETR preset {config.model!r}: choose from {', '.join(UNETR_PRESETS)}.")
     model = UNETR2D(unetr_config(config.model, img_size=config.patch_size))

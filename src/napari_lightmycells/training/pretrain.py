@@ -16,12 +16,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..checkpoint import card_from_checkpoint
 from ..events import Callback, StopToken
-from ..models import MAE2D, MAE_PRESETS, build_model, mae_config
-from . import distributed, rng
+from ..models import MAE2D, MAE_PRESETS, mae_config
 from .config import ConfigError, PretrainConfig
-from .engine import Runtime, Task, Trainer, TrainResult, make_runtime, read_resume_checkpoint
+from .engine import Runtime, Task, TrainResult, resumed_model, run
 
 logger = logging.getLogger(__name__)
 
@@ -30,26 +28,18 @@ def pretrain(
     config: PretrainConfig, callbacks: Iterable[Callback] | None = None, stop: StopToken | None = None
 ) -> TrainResult:
     """Pretrain (or resume, with ``config.resume``) an MAE; its checkpoints initialise UNETR encoders."""
-    config.validate()
-    checkpoint = read_resume_checkpoint(config.resume) if config.resume else None
-    with distributed.session(config.device) as (env, device):
-        runtime = make_runtime(config, env, device)
-        rng.seed_everything(config.seed)
-        model = build_mae(config, checkpoint)
+
+    def build_task(checkpoint: dict[str, Any] | None, runtime: Runtime) -> Task:
         dataset, modalities = unlabelled_dataset(config)
-        task = pretrain_task(config, model, dataset, runtime, modalities)
-        trainer = Trainer(task, config, runtime, callbacks, stop)
-        if checkpoint is not None:
-            trainer.load_training_state(checkpoint["training_state"])
-        return trainer.run()
+        return pretrain_task(config, build_mae(config, checkpoint), dataset, runtime, modalities)
+
+    return run(config, build_task, callbacks, stop)
 
 
 def build_mae(config: PretrainConfig, checkpoint: dict[str, Any] | None = None) -> MAE2D:
     """The MAE to train: resumed, or a preset whose token grid matches the patch size."""
     if checkpoint is not None:
-        model = build_model(card_from_checkpoint(checkpoint).config)
-        model.load_state_dict(checkpoint["state_dict"])
-        return model
+        return resumed_model(checkpoint)
     if config.model not in MAE_PRESETS:
         raise ConfigError(f"Unknown MAE preset {config.model!r}: choose from {', '.join(MAE_PRESETS)}.")
     preset = mae_config(config.model)
