@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_predict import PeakRSS, peak_tflops  # sibling script: same memory sampler and peak FLOP table
+from bench_predict import PeakRSS, peak_tflops, precision_name  # sibling script: memory sampler, FLOP peaks
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -69,9 +69,9 @@ def step_flops(model: nn.Module, batch: int, size: int) -> tuple[int, str]:
         return 3 * counter.get_total_flops(), "3 x forward (FlopCounterMode; backward not countable on meta)"
 
 
-def train_steps(model: nn.Module, device: torch.device, args) -> dict:
+def train_steps(model: nn.Module, precision: str, device: torch.device, args) -> dict:
     """Time ``args.steps`` optimiser steps after ``args.warmup`` untimed ones."""
-    amp = autocast_dtype(device)
+    amp = autocast_dtype(device, precision)
     channels_last = device.type == "cuda"
     model = model.to(device).train()
     if channels_last:
@@ -113,14 +113,15 @@ def train_steps(model: nn.Module, device: torch.device, args) -> dict:
             "memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS"}
 
 
-def bench(name: str, model: nn.Module, device: torch.device, args) -> dict:
+def bench(name: str, model: nn.Module, precision: str, device: torch.device, args) -> dict:
     flops, flops_source = step_flops(model, args.batch, args.size)
     parameters = count_parameters(model)
-    timing = train_steps(model, device, args)
-    peak, peak_source = peak_tflops(device, args.peak_tflops)
+    timing = train_steps(model, precision, device, args)
+    peak, peak_source = peak_tflops(device, args.peak_tflops, precision_name(device, precision))
     achieved = flops / timing["seconds_per_step"] / 1e12
     return {
         "model": name,
+        "precision": precision_name(device, precision),
         "parameters": parameters,
         **timing,
         "samples_per_s": args.batch / timing["seconds_per_step"],
@@ -143,22 +144,28 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=["cuda"] if torch.cuda.is_available() else ["cpu"])
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP rate of the device (TFLOP/s)")
     parser.add_argument("--no-biapy", action="store_true", help="skip BiaPy's UNETR even if importable")
+    parser.add_argument("--precisions", nargs="+", default=["auto", "bf16"],
+                        help="our model's precisions to time (BiaPy is timed in fp32)")
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
     for device_name in args.devices:
         device = select_device(device_name)
         torch.manual_seed(0)
-        models = {f"ours ({args.preset})": UNETR2D(unetr_config(args.preset, img_size=args.size))}
-        if not args.no_biapy:
-            try:
-                models["biapy UNETR"] = BiapyUNETR(args.size)
+        runs = [(f"ours ({args.preset})", precision) for precision in dict.fromkeys(args.precisions)]
+        runs += [] if args.no_biapy else [("biapy UNETR", "fp32")]
+        rows = []
+        for name, precision in runs:
+            try:  # a fresh model per run: the same initial weights and optimiser state for every precision
+                torch.manual_seed(0)
+                model = BiapyUNETR(args.size) if name.startswith("biapy") else UNETR2D(
+                    unetr_config(args.preset, img_size=args.size)
+                )
             except ImportError:
                 print("biapy is not importable: skipping its UNETR")
-        rows = []
-        for name, model in models.items():
+                continue
             with contextlib.redirect_stdout(io.StringIO()):  # BiaPy prints shapes on every forward
-                rows.append(bench(name, model, device, args))
+                rows.append(bench(name, model, precision, device, args))
             del model
         report = {
             "device": str(device),
@@ -168,7 +175,6 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "load_average_1min": os.getloadavg()[0],  # other processes competing for the CPU skew CPU timings
-            "autocast": str(autocast_dtype(device)),
             "channels_last": device.type == "cuda",
             "size": args.size, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
             "note": "" if args.size == 1024 else f"patch {args.size}² instead of the paper's 1024² to keep the run short",
@@ -183,12 +189,12 @@ def main() -> None:
 
 def print_table(report: dict) -> None:
     print(f"\n{report['device']} ({report['device_name']}), {report['size']}² patches, batch {report['batch']}, "
-          f"autocast {report['autocast']}, {report['steps']} timed steps")
-    header = f"{'model':<24}{'s/step':>9}{'samples/s':>11}{'peak MiB':>10}{'TFLOP/step':>12}{'TFLOP/s':>9}{'MFU %':>7}"
+          f"{report['steps']} timed steps")
+    header = f"{'model':<24}{'precision':>10}{'s/step':>9}{'samples/s':>11}{'peak MiB':>10}{'TFLOP/step':>12}{'TFLOP/s':>9}{'MFU %':>7}"
     print(header + "\n" + "-" * len(header))
     for row in report["results"]:
         mfu = f"{100 * row['mfu']:.1f}" if row["mfu"] is not None else "n/a"
-        print(f"{row['model']:<24}{row['seconds_per_step']:>9.2f}{row['samples_per_s']:>11.3f}"
+        print(f"{row['model']:<24}{row['precision']:>10}{row['seconds_per_step']:>9.2f}{row['samples_per_s']:>11.3f}"
               f"{row['peak_memory_mib']:>10.0f}{row['tflop_per_step']:>12.3f}{row['achieved_tflops']:>9.3f}{mfu:>7}")
 
 

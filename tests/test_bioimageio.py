@@ -211,3 +211,19 @@ def test_mae_checkpoints_and_missing_packages_are_refused(tmp_path, capsys):
         export_bioimageio(mae, tmp_path / "mae.zip")
     assert main(["import", str(tmp_path / "missing.zip"), "--output", str(tmp_path / "x.pt")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_packages_load_and_predict_wherever_checkpoints_do(trained_checkpoint, package, tmp_path, capsys):
+    """``load_model`` (and so the Predictor, the CLI and the widget) accepts a bioimage.io zip directly."""
+    from napari_lightmycells.cli import main
+    from napari_lightmycells.data.io import read_image, write_ome_tiff
+
+    original, _ = load_model(trained_checkpoint)
+    packaged, card = load_model(package)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(original(x), packaged(x))
+    image = write_ome_tiff(tmp_path / "cell_BF.ome.tiff", np.random.default_rng(0).normal(100, 9, (64, 80)))
+    assert main(["predict", str(image), "-o", str(tmp_path / "out"), "-m", str(package), "--tile-size", "64"]) == 0
+    written = read_image(tmp_path / "out" / f"cell_BF_{card.organelle}.ome.tiff")
+    assert written.data.shape == (64, 80)

@@ -158,3 +158,32 @@ def test_closing_the_viewer_stops_a_running_prediction(viewer_and_widget, tiny_c
     worker = widget.worker
     with qtbot.waitSignal(worker.finished, timeout=5_000):
         viewer.close()
+
+
+def test_exports_a_bioimageio_package_and_predicts_from_it(viewer_and_widget, tiny_checkpoint, tmp_path, qtbot,
+                                                           notifications):
+    pytest.importorskip("bioimageio.spec")
+    viewer, widget = viewer_and_widget
+    viewer.open_sample("napari-lightmycells", "synthetic_case")
+    widget.image.value = viewer.layers[STACK]
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+    predict(qtbot, widget)
+    from_checkpoint = np.array(viewer.layers[f"{STACK} Nucleus"].data)
+
+    package = tmp_path / "nucleus.zip"
+    widget.export_path.value = package
+    widget.export_button.clicked()
+    qtbot.waitUntil(lambda: widget.export_button.enabled and package.is_file(), timeout=TIMEOUT_MS)
+    assert widget.status.value == "Exported nucleus.zip"
+
+    widget.rows["Nucleus"].file.value = package
+    predict(qtbot, widget)
+    np.testing.assert_array_equal(viewer.layers[f"{STACK} Nucleus"].data, from_checkpoint)
+
+
+def test_export_without_destination_is_a_notification(viewer_and_widget, tiny_checkpoint, notifications):
+    _, widget = viewer_and_widget
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+    widget.export_path.value = None
+    widget.export_button.clicked()
+    assert any("Choose where to write the bioimage.io package" in n.message for n in notifications)

@@ -138,8 +138,17 @@ def card_from_checkpoint(checkpoint: dict[str, Any], path: str | None = None) ->
     )
 
 
+BIOIMAGEIO_SUFFIXES = (".zip", ".yaml", ".yml")
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
-    """Rebuild the model stored in ``path`` (ours or BiaPy's) in eval mode on ``device``."""
+    """Rebuild the model stored in ``path`` in eval mode on ``device``: a checkpoint (ours or BiaPy's) or
+    a bioimage.io package (``.zip`` or ``rdf.yaml``, ours or BiaPy's)."""
+    if Path(path).suffix.lower() in BIOIMAGEIO_SUFFIXES:
+        from .model_zoo import import_bioimageio
+
+        model, card = import_bioimageio(path)
+        return model.to(device).eval(), card
     checkpoint = read_checkpoint(path)
     if is_biapy_checkpoint(checkpoint):
         model = unetr_from_biapy(checkpoint)

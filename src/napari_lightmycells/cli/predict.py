@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
     parser.add_argument("-o", "--output", type=Path, help="output folder")
     parser.add_argument(
         "-m", "--model", action="append", default=[], metavar="[ORGANELLE=]MODEL",
-        help="checkpoint file (ours or BiaPy's) or registered model name; repeat for several organelles. "
+        help="checkpoint file (ours or BiaPy's), bioimage.io package (.zip) or registered model name; "
+        "repeat for several organelles. "
         "The organelle is read from the checkpoint when not given.",
     )
     parser.add_argument("--plane", default="best", help="for Z-stacks: 'best' (least blurry), 'all', or an index")
@@ -35,8 +36,8 @@ def add_parser(sub) -> None:
 
 
 def resolve_model(spec: str) -> tuple[str, Path]:
-    """``[ORGANELLE=]MODEL`` -> (organelle, checkpoint path), downloading registered models."""
-    from ..checkpoint import read_checkpoint
+    """``[ORGANELLE=]MODEL`` -> (organelle, checkpoint or bioimage.io package), downloading registered models."""
+    from ..checkpoint import load_model
     from ..hub import fetch_model, find_entry
 
     organelle, _, model = spec.rpartition("=")
@@ -46,7 +47,7 @@ def resolve_model(spec: str) -> tuple[str, Path]:
         path = fetch_model(entry)
         organelle = organelle or entry.organelle
     if not organelle:
-        organelle = read_checkpoint(path).get("organelle") or ""
+        organelle = load_model(path)[1].organelle or ""
         if not organelle:
             raise ModelError(f"{path.name} does not say which organelle it predicts; use ORGANELLE={path}.")
     try:

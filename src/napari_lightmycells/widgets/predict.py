@@ -26,7 +26,7 @@ from ._tasks import notify_error, start_worker
 
 CHECKPOINT_FILE = "checkpoint file…"
 PLANE_MODES = ("best focus", "plane index", "all planes")
-CHECKPOINT_FILTER = "*.pt *.pth *.ckpt"
+CHECKPOINT_FILTER = "*.pt *.pth *.ckpt *.zip"  # checkpoints and bioimage.io packages
 
 
 @dataclass
@@ -62,6 +62,13 @@ def run_prediction(request: PredictRequest, on_event, stop: StopToken) -> Predic
     except StopRequested:
         return None
     return PredictResult(predictions, plane if request.image.ndim == 3 and plane != "all" else None)
+
+
+def export_models(jobs: list[tuple[Path, Path]]) -> list[Path]:
+    """Worker body: export each ``(checkpoint, zip)`` pair as a bioimage.io package."""
+    from ..model_zoo import export_bioimageio
+
+    return [export_bioimageio(checkpoint, output) for checkpoint, output in jobs]
 
 
 def public_models() -> dict[str, list[ModelEntry]]:
@@ -105,7 +112,8 @@ class ModelRow(Container):
             choices=[CHECKPOINT_FILE, *self.public], tooltip=f"Model predicting {organelle}"
         )
         self.file = FileEdit(
-            mode="r", filter=CHECKPOINT_FILTER, nullable=True, tooltip="Checkpoint (.pt/.pth)"
+            mode="r", filter=CHECKPOINT_FILTER, nullable=True,
+            tooltip="Checkpoint (.pt/.pth, ours or BiaPy's) or bioimage.io package (.zip)",
         )
         super().__init__(widgets=[self.selected, self.source, self.file], layout="horizontal", labels=False)
         self.margins = (0, 0, 0, 0)
@@ -136,6 +144,11 @@ class PredictWidget(Container):
         self.predict_button = PushButton(text="Predict")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(label="", value="")
+        self.export_path = FileEdit(
+            label="export to", mode="w", filter="*.zip", nullable=True,
+            tooltip="bioimage.io package (.zip) for the ticked organelle's model; several: one file each",
+        )
+        self.export_button = PushButton(text="Export to bioimage.io")
         organelles = Container(label="organelles", widgets=list(self.rows.values()), labels=False)
         organelles.margins = (0, 0, 0, 0)
         buttons = Container(
@@ -155,6 +168,8 @@ class PredictWidget(Container):
                 self.batch_size,
                 buttons,
                 self.status,
+                self.export_path,
+                self.export_button,
             ]
         )
         self.worker = None
@@ -171,6 +186,7 @@ class PredictWidget(Container):
             row.source.changed.connect(partial(self._on_source_changed, row))
         self.predict_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
+        self.export_button.clicked.connect(self.export)
         self.native.destroyed.connect(self._on_closed)
         self._on_image_changed(self.image.value)
 
@@ -231,6 +247,40 @@ class PredictWidget(Container):
     def _on_download_finished(self, name: str, bar: progress) -> None:
         self._downloading.discard(name)
         bar.close()
+
+    # ---- bioimage.io export ---------------------------------------------------------------------
+    def export(self) -> None:
+        """Write the ticked organelles' models as bioimage.io packages, in a worker thread."""
+        try:
+            jobs = self._export_jobs()
+        except (DataError, ModelError) as error:
+            notify_error(error, "Export")
+            return
+        self.export_button.enabled = False
+        self.status.value = f"Exporting {len(jobs)} model(s) to bioimage.io…"
+        start_worker(
+            export_models,
+            jobs,
+            returned=self._on_exported,
+            errored=partial(notify_error, action="Export"),
+            finished=lambda: setattr(self.export_button, "enabled", True),
+        )
+
+    def _export_jobs(self) -> list[tuple[Path, Path]]:
+        if self.export_path.value is None or not str(self.export_path.value).strip("."):
+            raise ModelError("Choose where to write the bioimage.io package (export to …).")
+        target = Path(self.export_path.value).with_suffix(".zip")
+        rows = [row for row in self.rows.values() if row.selected.value]
+        if not rows:
+            raise ModelError("No organelle selected: tick the organelle whose model to export.")
+        if len(rows) == 1:
+            return [(self._checkpoint(rows[0]), target)]
+        return [(self._checkpoint(row), target.with_name(f"{target.stem}_{row.organelle}.zip")) for row in rows]
+
+    @_unless_closed
+    def _on_exported(self, paths: list[Path]) -> None:
+        self.status.value = f"Exported {', '.join(path.name for path in paths)}"
+        show_info(f"bioimage.io package(s) written: {', '.join(map(str, paths))}")
 
     # ---- prediction ----------------------------------------------------------------------------
     def start(self) -> None:
