@@ -56,8 +56,8 @@ def main() -> None:
         widget.start()
         wait_for(lambda: widget.worker is None)
     viewer.dims.set_point(0, 2)  # the best-focus plane the prediction was made from
-    viewer.grid.shape = (1, 3)  # input | target | prediction side by side
-    viewer.grid.enabled = True
+    viewer.canvas.grid.shape = (1, 3)  # input | target | prediction side by side
+    viewer.canvas.grid.enabled = True
     QApplication.processEvents()
     viewer.reset_view()
     IMAGES.mkdir(exist_ok=True)
