@@ -187,3 +187,14 @@ def test_export_without_destination_is_a_notification(viewer_and_widget, tiny_ch
     widget.export_path.value = None
     widget.export_button.clicked()
     assert any("Choose where to write the bioimage.io package" in n.message for n in notifications)
+
+
+def test_fp16_on_cpu_is_refused_with_a_notification(viewer_and_widget, tiny_checkpoint, qtbot, notifications):
+    viewer, widget = viewer_and_widget
+    viewer.open_sample("napari-lightmycells", "synthetic_case")
+    widget.image.value = viewer.layers[STACK]
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+    widget.precision.value = "fp16"
+    predict(qtbot, widget)
+    assert any("fp16 needs a CUDA GPU" in n.message for n in notifications)
+    assert f"{STACK} Nucleus" not in viewer.layers

@@ -17,7 +17,7 @@ from superqt.utils import ensure_main_thread
 
 from ..constants import MODALITIES, ORGANELLE_COLORMAPS, ORGANELLES, canonical_organelle
 from ..data.focus import best_focus_index
-from ..devices import DEVICE_CHOICES, available_devices
+from ..devices import DEVICE_CHOICES, PRECISIONS, available_devices
 from ..errors import DataError, ModelError, StopRequested
 from ..events import ProgressEvent, StopToken
 from ..hub import ModelEntry, fetch_model, known_models
@@ -40,6 +40,7 @@ class PredictRequest:
     tile_size: int
     overlap: float
     batch_size: int
+    precision: str = "auto"
 
 
 @dataclass
@@ -52,7 +53,8 @@ def run_prediction(request: PredictRequest, on_event, stop: StopToken) -> Predic
     """Worker body: load the models and predict; ``None`` when stopped."""
     try:
         predictor = Predictor(
-            request.models, request.device, request.tile_size, request.overlap, request.batch_size
+            request.models, request.device, request.tile_size, request.overlap, request.batch_size,
+            precision=request.precision,
         )
         stop.check()
         plane = request.plane
@@ -136,6 +138,10 @@ class PredictWidget(Container):
         self.rows = {organelle: ModelRow(organelle, models) for organelle, models in public_models().items()}
         self.device = ComboBox(label="device", choices=DEVICE_CHOICES)
         self.device_info = Label(label="", value=f"torch sees: {', '.join(available_devices())}")
+        self.precision = ComboBox(
+            label="precision", choices=PRECISIONS,
+            tooltip="auto: bf16 on CUDA, fp32 elsewhere. bf16 is ~1.9x faster on CPUs with AVX512-BF16/AMX.",
+        )
         self.tile_size = SpinBox(label="tile size (px)", min=32, max=8192, step=32, value=1024)
         self.overlap = FloatSpinBox(label="tile overlap", min=0.0, max=0.5, step=0.025)
         self.overlap.native.setDecimals(3)  # magicgui shows 2 decimals, which would round 0.125
@@ -163,6 +169,7 @@ class PredictWidget(Container):
                 organelles,
                 self.device,
                 self.device_info,
+                self.precision,
                 self.tile_size,
                 self.overlap,
                 self.batch_size,
@@ -337,6 +344,7 @@ class PredictWidget(Container):
             tile_size=self.tile_size.value,
             overlap=self.overlap.value,
             batch_size=self.batch_size.value,
+            precision=self.precision.value,
         )
 
     def _checkpoint(self, row: ModelRow) -> Path:
