@@ -23,7 +23,8 @@ from qtpy.QtWidgets import QApplication
 
 from napari_lightmycells.data.io import read_image
 from napari_lightmycells.data.synthetic import make_synthetic_study
-from napari_lightmycells.widgets.finetune import FinetuneWidget, PairRow, TrainingWidget
+from napari_lightmycells.widgets._training import TrainingWidget
+from napari_lightmycells.widgets.finetune import FinetuneWidget, PairRow
 from napari_lightmycells.widgets.pretrain import PretrainWidget
 
 IMAGES = Path(__file__).parent / "images"

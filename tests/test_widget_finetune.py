@@ -9,7 +9,8 @@ from napari.utils.notifications import notification_manager
 
 from napari_lightmycells.data.io import read_image
 from napari_lightmycells.data.synthetic import make_synthetic_study
-from napari_lightmycells.widgets.finetune import FOLDER, FinetuneWidget, PairRow, format_eta
+from napari_lightmycells.widgets._training import FOLDER, format_eta
+from napari_lightmycells.widgets.finetune import FinetuneWidget, PairRow
 
 TIMEOUT_MS = 60_000
 

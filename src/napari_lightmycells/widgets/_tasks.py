@@ -13,7 +13,7 @@ from ..errors import LightMyCellsError
 
 logger = logging.getLogger(__name__)
 
-OUT_OF_MEMORY_HINT = "Lower the tile size, predict one plane instead of all planes, or close other programs."
+PREDICTION_MEMORY_HINT = "Lower the tile size, predict one plane instead of all planes, or close other programs."
 
 
 def start_worker(
@@ -36,12 +36,12 @@ def _show_warning(warning: tuple) -> None:
     show_warning(str(warning[0]))
 
 
-def notify_error(error: BaseException, action: str) -> None:
+def notify_error(error: BaseException, action: str, memory_hint: str = PREDICTION_MEMORY_HINT) -> None:
     """Show ``error`` as a napari error notification with a hint; log unexpected ones with their traceback."""
     if isinstance(error, LightMyCellsError):
         show_error(f"{action} failed: {error}")
     elif isinstance(error, MemoryError) or "out of memory" in str(error).lower():
-        show_error(f"{action} ran out of memory. {OUT_OF_MEMORY_HINT}")
+        show_error(f"{action} ran out of memory. {memory_hint}")
     else:
         logger.error("%s failed", action, exc_info=error)
         show_error(

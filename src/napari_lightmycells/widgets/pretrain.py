@@ -20,15 +20,8 @@ from ..data.io import write_ome_tiff
 from ..errors import DataError
 from ..models import MAE_PRESETS, UNETR_PRESETS
 from ..training.config import PretrainConfig
-from .finetune import (
-    FOLDER,
-    LAYERS,
-    LAYERS_STUDY,
-    FinetuneWidget,
-    TrainingWidget,
-    image_layers,
-    plain_layer_data,
-)
+from ._training import FOLDER, LAYERS, LAYERS_STUDY, TrainingWidget, image_layers, plain_layer_data
+from .finetune import FinetuneWidget
 
 
 class PretrainWidget(TrainingWidget):
