@@ -8,6 +8,15 @@ from napari_lightmycells.data.synthetic import make_synthetic_study
 from napari_lightmycells.models import create_model
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models are overhead-bound: one intra-op thread is faster and immune to a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """An untrained ``unetr_tiny`` Nucleus checkpoint for BF (64 px reference size, 8 px patches)."""

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import yaml
 
 from napari_lightmycells.checkpoint import read_checkpoint
@@ -17,12 +16,7 @@ from napari_lightmycells.data.synthetic import make_synthetic_study
 FAST = ["--device", "cpu", "--no-progress", "--preview-every", "0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

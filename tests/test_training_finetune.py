@@ -17,14 +17,7 @@ from napari_lightmycells.training.distributed import DistEnv
 from napari_lightmycells.training.engine import make_runtime
 from napari_lightmycells.training.finetune import baseline_metrics, build_unetr, finetune, paired_datasets
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are overhead-bound: one intra-op thread is faster and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

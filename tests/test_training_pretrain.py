@@ -11,13 +11,7 @@ from napari_lightmycells.data.synthetic import make_synthetic_study
 from napari_lightmycells.training.config import PretrainConfig, TrainConfig, load_config
 from napari_lightmycells.training.finetune import build_unetr
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pretraining_lowers_the_loss_and_initialises_a_unetr_encoder(tmp_path):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,21 +96,11 @@ def read_image(path: str | os.PathLike) -> Image:
     than one non-spatial axis raise :class:`DataError`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Image file not found: {path}. Check the path.")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            data = series.asarray()
-            axes = series.axes
-            meta = _read_metadata(tif)
-    except DataError:
-        raise
-    except Exception as exc:  # tifffile raises many kinds of errors for corrupt files
-        raise DataError(
-            f"Cannot read {path.name}: {exc or type(exc).__name__}. "
-            "The file is not a valid TIFF or is damaged; re-export it as TIFF/OME-TIFF."
-        ) from exc
+    with _open_tiff(path) as tif:
+        series = tif.series[0]
+        data = series.asarray()
+        axes = series.axes
+        meta = _read_metadata(tif)
     data, axes = _squeeze_axes(data, axes, path.name)
     if data.dtype.kind not in "uif":
         raise DataError(f"{path.name} has unsupported pixel type {data.dtype}: use uint8, uint16 or float.")
@@ -121,18 +113,28 @@ def read_image(path: str | os.PathLike) -> Image:
 def read_shape(path: str | os.PathLike) -> tuple[int, ...]:
     """Squeezed shape of an image without loading its pixels (same rules as :func:`read_image`)."""
     path = Path(path)
+    with _open_tiff(path) as tif:
+        series = tif.series[0]
+        shape, axes = series.shape, series.axes
+    keep = _kept_axes(shape, axes, path.name)
+    return tuple(shape[i] for i in keep)
+
+
+@contextlib.contextmanager
+def _open_tiff(path: Path) -> Iterator[tifffile.TiffFile]:
+    """An open :class:`tifffile.TiffFile`; missing, corrupt or unreadable files raise :class:`DataError`."""
     if not path.is_file():
         raise DataError(f"Image file not found: {path}. Check the path.")
     try:
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            shape, axes = series.shape, series.axes
-    except Exception as exc:
+            yield tif
+    except DataError:
+        raise
+    except Exception as exc:  # tifffile raises many kinds of errors for corrupt files
         raise DataError(
-            f"Cannot read {path.name}: {exc or type(exc).__name__}. Re-export it as TIFF."
+            f"Cannot read {path.name}: {exc or type(exc).__name__}. "
+            "The file is not a valid TIFF or is damaged; re-export it as TIFF/OME-TIFF."
         ) from exc
-    keep = _kept_axes(shape, axes, path.name)
-    return tuple(shape[i] for i in keep)
 
 
 def _kept_axes(shape: tuple[int, ...], axes: str, name: str) -> list[int]:
