@@ -49,3 +49,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision == "fp16" and device.type != "cuda":
         raise ModelError("fp16 needs a CUDA GPU; use bf16 or fp32.")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is a (GPU or host) out-of-memory error."""
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(error).lower()

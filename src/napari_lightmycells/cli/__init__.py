@@ -23,6 +23,12 @@ COMMANDS = {
 }
 
 
+OUT_OF_MEMORY_HINT = (
+    "Lower --batch-size, --patch-size or --tile-size, use --accumulate N, or --precision bf16; "
+    "checkpoints already written are kept (resume with --resume RUN/last.pt)."
+)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(
         prog="lightmycells",
@@ -58,3 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, StopRequested):
         print("interrupted: the last checkpoint written is kept.", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as error:
+        from ..devices import is_out_of_memory
+
+        if not is_out_of_memory(error):
+            raise
+        print(f"error: out of memory ({error}). {OUT_OF_MEMORY_HINT}", file=sys.stderr)
+        return 2

@@ -27,7 +27,7 @@ from torch import nn
 from ..constants import ORGANELLES, canonical_organelle
 from ..data.focus import best_focus_index
 from ..data.normalize import NormStats, denormalize, normalize
-from ..devices import autocast_dtype, select_device
+from ..devices import autocast_dtype, is_out_of_memory, select_device
 from ..errors import DataError, LightMyCellsError, ModelError, StopRequested
 from ..events import Callback, Reporter, StopToken
 from .tiling import count_tiles, predict_tiled
@@ -221,7 +221,7 @@ class Predictor:
                 )
                 return output[0]
             except RuntimeError as exc:
-                if not _is_out_of_memory(exc):
+                if not is_out_of_memory(exc):
                     raise
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             self._free_memory()
@@ -299,10 +299,6 @@ def _organelle(name: str) -> str:
         return canonical_organelle(name)
     except ValueError as exc:
         raise ModelError(str(exc)) from exc
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def _expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:

@@ -9,6 +9,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
 from superqt.utils import FunctionWorker
 
+from ..devices import is_out_of_memory
 from ..errors import LightMyCellsError
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def notify_error(error: BaseException, action: str, memory_hint: str = PREDICTIO
     """Show ``error`` as a napari error notification with a hint; log unexpected ones with their traceback."""
     if isinstance(error, LightMyCellsError):
         show_error(f"{action} failed: {error}")
-    elif isinstance(error, MemoryError) or "out of memory" in str(error).lower():
+    elif is_out_of_memory(error):
         show_error(f"{action} ran out of memory. {memory_hint}")
     else:
         logger.error("%s failed", action, exc_info=error)
