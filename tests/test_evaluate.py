@@ -42,6 +42,10 @@ def test_evaluate_study_writes_per_image_and_summary_reports(study, tmp_path):
     assert len(table) == 8 and {"image", "organelle", "modality", *METRIC_NAMES} <= set(table[0])
     markdown = (tmp_path / "report" / "metrics_summary.md").read_text()
     assert "| Nucleus | 4 |" in markdown and "| Actin | 3 |" in markdown and "could not be scored" in markdown
+    assert "| MAE ↓ | SSIM ↑ |" in markdown
+    actin = next(line for line in markdown.splitlines() if line.startswith("| Actin"))
+    nucleus = next(line for line in markdown.splitlines() if line.startswith("| Nucleus"))
+    assert actin.count(" *") == 2 and nucleus.count(" *") == 5  # challenge metrics: PCC+SSIM vs all five
     assert markdown.index("Nucleus") < markdown.index("Actin")
     assert (tmp_path / "report" / "metrics_summary.csv").is_file()
 

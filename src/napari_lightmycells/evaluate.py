@@ -21,7 +21,7 @@ import numpy as np
 
 from .constants import ORGANELLES, canonical_organelle
 from .errors import LightMyCellsError
-from .metrics import METRIC_NAMES, compute_metrics
+from .metrics import CHALLENGE_METRICS, HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -134,14 +134,22 @@ def write_reports(rows: list[dict], output_dir: str | os.PathLike) -> dict[str, 
 
 
 def summary_markdown(summary: list[dict], rows: list[dict] | None = None) -> str:
-    """A markdown table of mean ± std per organelle and metric (plus a count of unscored pairs)."""
+    """A markdown table of mean ± std per organelle and metric (↑ higher is better, ↓ lower; * scored by the
+    challenge for that organelle), plus a count of unscored pairs."""
+    headers = [f"{name} {'↑' if name in HIGHER_IS_BETTER else '↓'}" for name in METRIC_NAMES]
     lines = [
-        "| Organelle | n | " + " | ".join(METRIC_NAMES) + " |",
+        "| Organelle | n | " + " | ".join(headers) + " |",
         "|---|---|" + "---|" * len(METRIC_NAMES),
     ]
     for entry in summary:
-        cells = [f"{entry[f'{name}_mean']:.4g} ± {entry[f'{name}_std']:.2g}" for name in METRIC_NAMES]
+        scored = CHALLENGE_METRICS.get(entry["organelle"], ())
+        cells = [
+            f"{entry[f'{name}_mean']:.4g} ± {entry[f'{name}_std']:.2g}{' *' if name in scored else ''}"
+            for name in METRIC_NAMES
+        ]
         lines.append(f"| {entry['organelle']} | {entry['n']} | " + " | ".join(cells) + " |")
+    if summary:
+        lines += ["", "\\* metric of the LightMyCells challenge for that organelle"]
     failed = [row for row in rows or [] if row["status"] != "ok"]
     if failed:
         lines += ["", f"{len(failed)} prediction(s) could not be scored; see metrics_per_image.csv."]

@@ -44,7 +44,9 @@ CHALLENGE_PERCENTILES = (2.0, 99.8)
 NORMALIZATIONS = ("percentile", "none")
 
 
-def percentile_normalize(image: np.ndarray, low: float = 2.0, high: float = 99.8) -> np.ndarray:
+def percentile_normalize(
+    image: np.ndarray, low: float = CHALLENGE_PERCENTILES[0], high: float = CHALLENGE_PERCENTILES[1]
+) -> np.ndarray:
     """``(x - p_low) / (p_high - p_low)`` in float64, unclipped; unchanged when the percentiles are equal."""
     values = np.asarray(image, dtype=np.float64)
     p_low, p_high = np.percentile(values, [low, high])

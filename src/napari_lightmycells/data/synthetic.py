@@ -23,7 +23,6 @@ from .io import write_ome_tiff
 logger = logging.getLogger(__name__)
 
 PIXEL_SIZE_UM = (0.325, 0.325)
-Z_STEP_UM = 1.0
 
 
 def make_synthetic_study(

@@ -34,7 +34,6 @@ from .tiling import count_tiles, predict_tiled
 
 logger = logging.getLogger(__name__)
 
-PLANE_CHOICES = ("best", "all")
 PlaneChoice = int | str
 
 

@@ -56,8 +56,3 @@ def mae_config(name: str, **overrides) -> MAEConfig:
         raise KeyError(f"Unknown MAE preset {name!r}: choose from {', '.join(MAE_PRESETS)}")
     return replace(MAE_PRESETS[name], **overrides)
 
-
-def matching_mae_preset(unetr_preset: str) -> str:
-    """The MAE preset whose encoder is that of ``unetr_preset``."""
-    encoder = UNETR_PRESETS[unetr_preset].encoder
-    return next(name for name, cfg in MAE_PRESETS.items() if cfg.encoder == encoder)
