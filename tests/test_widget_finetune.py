@@ -115,3 +115,16 @@ def test_training_widgets_are_contributed_by_the_plugin(make_napari_viewer):
     _, pretrain = viewer.window.add_plugin_dock_widget("napari-lightmycells", "Pretrain encoder (MAE)")
     assert isinstance(finetune, FinetuneWidget) and finetune.mode == "process"
     assert isinstance(pretrain, PretrainWidget)
+
+
+def test_closing_the_widget_stops_the_run_and_keeps_a_resumable_checkpoint(viewer_and_widget, qtbot):
+    viewer, widget = viewer_and_widget
+    last = Path(widget.output.value) / "last.pt"
+    widget.start_button.clicked()
+    job = widget.job
+    qtbot.waitUntil(lambda: widget.progress.value >= 1, timeout=TIMEOUT_MS)
+    viewer.window.remove_dock_widget(widget.native)
+    widget.native.deleteLater()
+    qtbot.waitUntil(lambda: job.poll() is not None and job.finished, timeout=TIMEOUT_MS)  # Qt deletes the widget
+    assert job.error is None and job.result.status == "stopped"  # not the 1000 epochs it was set to
+    assert last.is_file()

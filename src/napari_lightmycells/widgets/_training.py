@@ -112,6 +112,7 @@ class TrainingWidget(Container):
         self._timer.timeout.connect(self.poll)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
+        self.native.destroyed.connect(self._on_closed)
 
     # ---- subclass API ------------------------------------------------------------------------------
     def make_config(self) -> RunConfig:
@@ -159,6 +160,11 @@ class TrainingWidget(Container):
             self.job.request_stop()
             self.stop_button.enabled = False
             self.status.value = "Stopping (saving last.pt)…"
+
+    def _on_closed(self) -> None:
+        """The dock was closed: stop the run, which saves ``last.pt`` so it can be resumed later."""
+        if self.job is not None:
+            self.job.request_stop()
 
     def poll(self) -> None:
         """Handle the events that arrived since the last poll (runs in the GUI thread)."""
