@@ -62,7 +62,11 @@ def test_run_from_layers_shows_progress_stops_and_feeds_predict_then_resumes(vie
     assert "epoch" in widget.status.value and "loss" in widget.status.value
     assert {"train_loss", "val_loss", "val_psnr"} <= set(widget.plot.curves)
     assert viewer.layers["Fine-tuning preview: prediction"].data.shape == (64, 64)
-    assert viewer.layers["Fine-tuning preview: target"].translate[-1] > 64
+    data_right = max(viewer.layers[name].extent.world[1][-1] for name in ("BF 1", "Nucleus 2"))
+    previews = [viewer.layers[f"Fine-tuning preview: {name}"] for name in ("input", "target", "prediction")]
+    preview_left = min(layer.translate[-1] for layer in previews)
+    assert preview_left > data_right  # previews sit beside the data, not over it
+    assert viewer.layers["Fine-tuning preview: target"].translate[-1] > preview_left + 64
 
     widget.stop_button.clicked()
     qtbot.waitUntil(lambda: widget.job is None, timeout=TIMEOUT_MS)

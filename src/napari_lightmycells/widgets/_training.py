@@ -195,8 +195,9 @@ class TrainingWidget(Container):
         self.status.value = f"epoch {event.epoch}/{self.epochs.value} · step {event.step}/{event.total}{loss_text}{eta}"
 
     def show_previews(self, images: dict[str, np.ndarray], epoch: int | None) -> None:
-        """Show each preview image as a layer ``<Action> preview: <name>``, side by side, updated in place."""
-        x = 0.0
+        """Show each preview image as a layer ``<Action> preview: <name>``, side by side to the right of the
+        data layers (so they never cover them), updated in place."""
+        x = self._preview_origin()
         for name, image in images.items():
             layer_name = f"{self.action} preview: {name}"
             if layer_name in self.viewer.layers:
@@ -208,6 +209,11 @@ class TrainingWidget(Container):
             layer.translate = (0.0,) * (image.ndim - 1) + (x,)
             layer.metadata[PREVIEW_KEY] = epoch
             x += image.shape[-1] + PREVIEW_GAP_PX
+
+    def _preview_origin(self) -> float:
+        """World x where previews start: right of every non-preview layer, plus a gap."""
+        data = [layer for layer in self.viewer.layers if PREVIEW_KEY not in layer.metadata]
+        return max((float(layer.extent.world[1][-1]) for layer in data), default=-PREVIEW_GAP_PX) + PREVIEW_GAP_PX
 
     def _finish(self) -> None:
         job, self.job = self.job, None
