@@ -24,48 +24,14 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from qtpy.QtCore import QEventLoop, Qt, QTimer
+from qtpy.QtCore import QEventLoop, QTimer
 
 from napari_lightmycells.data.io import read_image
 from napari_lightmycells.data.synthetic import make_synthetic_study
+from napari_lightmycells.widgets._latency import TICK_MS, LatencyProbe
 from napari_lightmycells.widgets.finetune import FinetuneWidget, PairRow
 
 RESULTS = Path(__file__).parent / "results" / "gui_latency.json"
-TICK_MS = 20
-
-
-class LatencyProbe:
-    """Records how late each tick of a ``TICK_MS`` timer fires in the running Qt event loop."""
-
-    def __init__(self, tick_ms: int = TICK_MS):
-        self.tick_ms = tick_ms
-        self.late_ms: list[float] = []
-        self._timer = QTimer()
-        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
-        self._timer.setInterval(tick_ms)
-        self._timer.timeout.connect(self._tick)
-
-    def start(self) -> None:
-        self.late_ms.clear()
-        self._last = time.perf_counter()
-        self._timer.start()
-
-    def stop(self) -> dict[str, float]:
-        self._timer.stop()
-        late = np.asarray(self.late_ms)
-        return {
-            "ticks": int(late.size),
-            **{f"p{q}_ms": round(float(np.percentile(late, q)), 2) for q in (50, 95, 99)},
-            "max_ms": round(float(late.max()), 2),
-            "over_100ms": int((late > 100).sum()),
-        }
-
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        self.late_ms.append(max((now - self._last) * 1000 - self.tick_ms, 0.0))
-        self._last = now
-
-
 def run_event_loop(seconds: float, until=None) -> None:
     """Run the Qt event loop for ``seconds`` (or until ``until()`` is true, checked every 50 ms)."""
     loop = QEventLoop()
