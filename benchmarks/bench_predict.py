@@ -111,6 +111,28 @@ def peak_tflops(device: torch.device, override: float | None, precision: str = "
     return cores * ghz * flops_per_cycle / 1000, source
 
 
+def machine(device: torch.device) -> dict:
+    """What ran the benchmark (load average: other processes skew CPU timings)."""
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
+def save_report(report: dict, output_dir: Path, name: str) -> Path:
+    """Write ``report`` as ``<output_dir>/<name>.json`` and say where."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / f"{name}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"saved {path}")
+    return path
+
+
 def bench(name: str, model: nn.Module, precision: str, image: np.ndarray, device: torch.device, args) -> dict:
     predictor = Predictor({"Nucleus": model}, device=device, tile_size=args.tile, overlap=args.overlap,
                           batch_size=args.batch, precision=precision)
@@ -178,20 +200,12 @@ def main() -> None:
                 print("biapy is not importable: skipping its UNETR")
         rows = [bench(name, model, precision, image, device, args) for name, model, precision in runs]
         report = {
-            "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-            or platform.machine(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
+            **machine(device),
             "size": args.size, "tile": args.tile, "overlap": args.overlap, "batch": args.batch,
             "repeats": args.repeats, "results": rows,
         }
         print_table(report)
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        path = args.output_dir / f"predict_{device.type}.json"
-        path.write_text(json.dumps(report, indent=2))
-        print(f"saved {path}")
+        save_report(report, args.output_dir, f"predict_{device.type}")
 
 
 def print_table(report: dict) -> None:

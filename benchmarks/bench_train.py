@@ -17,15 +17,18 @@ import argparse
 import contextlib
 import copy
 import io
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_predict import PeakRSS, peak_tflops, precision_name  # sibling script: memory sampler, FLOP peaks
+from bench_predict import (  # sibling script: memory sampler, FLOP peaks, machine info, JSON writer
+    PeakRSS,
+    machine,
+    peak_tflops,
+    precision_name,
+    save_report,
+)
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -168,23 +171,14 @@ def main() -> None:
                 rows.append(bench(name, model, precision, device, args))
             del model
         report = {
-            "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-            else platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "load_average_1min": os.getloadavg()[0],  # other processes competing for the CPU skew CPU timings
+            **machine(device),
             "channels_last": device.type == "cuda",
             "size": args.size, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
             "note": "" if args.size == 1024 else f"patch {args.size}² instead of the paper's 1024² to keep the run short",
             "results": rows,
         }
         print_table(report)
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        path = args.output_dir / f"train_{device.type}.json"
-        path.write_text(json.dumps(report, indent=2))
-        print(f"saved {path}")
+        save_report(report, args.output_dir, f"train_{device.type}")
 
 
 def print_table(report: dict) -> None:

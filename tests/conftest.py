@@ -17,6 +17,17 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def notifications():
+    """napari notifications shown during the test (errors, warnings, infos), in order."""
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """An untrained ``unetr_tiny`` Nucleus checkpoint for BF (64 px reference size, 8 px patches)."""

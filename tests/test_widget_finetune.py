@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from napari.utils.notifications import notification_manager
 
 from napari_lightmycells.data.io import read_image
 from napari_lightmycells.data.synthetic import make_synthetic_study
@@ -24,14 +23,6 @@ def pair_files(tmp_path_factory):
          read_image(folder / f"image_{i}_Nucleus.ome.tiff").data)
         for i in (1, 2)
     ]
-
-
-@pytest.fixture
-def notifications():
-    seen = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-from napari.utils.notifications import notification_manager
 
 WIDGET = "Predict organelles"
 STACK = "image_1 BF (z-stack)"
@@ -18,14 +17,6 @@ def viewer_and_widget(make_napari_viewer):
     widget.tile_size.value = 64
     widget.batch_size.value = 8
     return viewer, widget
-
-
-@pytest.fixture
-def notifications():
-    seen = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
 
 
 def predict(qtbot, widget):

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from napari.utils.notifications import notification_manager
 
 from napari_lightmycells.checkpoint import load_model
 from napari_lightmycells.widgets.finetune import FinetuneWidget
@@ -46,11 +45,8 @@ def test_pretrain_shows_reconstructions_and_hands_the_encoder_to_finetune(viewer
     assert load_model(encoder)[1].kind == "mae"
 
 
-def test_no_layer_chosen_is_refused(viewer_and_widget):
+def test_no_layer_chosen_is_refused(viewer_and_widget, notifications):
     _, widget = viewer_and_widget
-    seen = []
-    notification_manager.notification_ready.connect(seen.append)
     widget.layers.value = []
     widget.start_button.clicked()
-    notification_manager.notification_ready.disconnect(seen.append)
-    assert widget.job is None and "No image layers chosen" in seen[-1].message
+    assert widget.job is None and "No image layers chosen" in notifications[-1].message
