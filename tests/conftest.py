@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny organelle checkpoint and a small synthetic LightMyCells study."""
+"""Shared fixtures: a tiny organelle checkpoint, a small synthetic LightMyCells study, the real studies."""
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,6 +8,19 @@ import torch
 from napari_lightmycells.checkpoint import save_checkpoint
 from napari_lightmycells.data.synthetic import make_synthetic_study
 from napari_lightmycells.models import create_model
+
+
+# Real studies live in shared/ beside the project checkout (never copied into it); see its SOURCES.md.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def real_studies() -> Path:
+    """``../shared/data/real-studies`` (sephace: BF 6 planes + DAPI, 2 cases; isl: PC 5 planes + DAPI)."""
+    folder = SHARED_DATA / "real-studies"
+    if not folder.is_dir():
+        pytest.skip(f"real microscopy studies not found at {folder} (shared/ beside the project)")
+    return folder
 
 
 @pytest.fixture
