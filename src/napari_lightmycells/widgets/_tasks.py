@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import wraps
 
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
@@ -49,3 +50,14 @@ def notify_error(error: BaseException, action: str, memory_hint: str = PREDICTIO
             f"{action} failed unexpectedly ({type(error).__name__}: {error}). "
             "The traceback is in the terminal log; please report it."
         )
+
+
+def unless_closed(handler):
+    """Drop calls arriving after the widget (with a ``_closed`` flag) was closed: late worker signals."""
+
+    @wraps(handler)
+    def guarded(self, *args):
+        if not self._closed:
+            handler(self, *args)
+
+    return guarded

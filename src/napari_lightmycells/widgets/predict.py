@@ -1,9 +1,12 @@
-"""The Predict widget: organelle predictions for an image layer, computed in a background thread."""
+"""The Predict widget: organelle predictions for an image layer, computed in a background thread.
+
+Public-model downloads live in :mod:`.downloads`, the bioimage.io export in :mod:`.export`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial, wraps
+from functools import partial
 from pathlib import Path
 
 import napari
@@ -15,14 +18,16 @@ from napari.utils import progress
 from napari.utils.notifications import show_info, show_warning
 from superqt.utils import ensure_main_thread
 
-from ..constants import MODALITIES, ORGANELLE_COLORMAPS, ORGANELLES, canonical_organelle
+from ..constants import MODALITIES, ORGANELLE_COLORMAPS
 from ..data.focus import best_focus_index
 from ..devices import DEVICE_CHOICES, PRECISIONS, available_devices
 from ..errors import DataError, ModelError, StopRequested
 from ..events import ProgressEvent, StopToken
-from ..hub import ModelEntry, fetch_model, known_models
+from ..hub import ModelEntry
 from ..inference.predictor import Predictor
-from ._tasks import notify_error, start_worker
+from ._tasks import notify_error, start_worker, unless_closed
+from .downloads import ModelDownloads, public_models
+from .export import ExportPanel
 
 CHECKPOINT_FILE = "checkpoint file…"
 PLANE_MODES = ("best focus", "plane index", "all planes")
@@ -66,41 +71,10 @@ def run_prediction(request: PredictRequest, on_event, stop: StopToken) -> Predic
     return PredictResult(predictions, plane if request.image.ndim == 3 and plane != "all" else None)
 
 
-def export_models(jobs: list[tuple[Path, Path]]) -> list[Path]:
-    """Worker body: export each ``(checkpoint, zip)`` pair as a bioimage.io package."""
-    from ..model_zoo import export_bioimageio
-
-    return [export_bioimageio(checkpoint, output) for checkpoint, output in jobs]
-
-
-def public_models() -> dict[str, list[ModelEntry]]:
-    """Downloadable models by organelle (none, with a notification, if the user's registry is broken)."""
-    by_organelle: dict[str, list[ModelEntry]] = {organelle: [] for organelle in ORGANELLES}
-    try:
-        entries = known_models()
-    except ModelError as error:
-        notify_error(error, "Listing public models")
-        entries = []
-    for entry in entries:
-        by_organelle[canonical_organelle(entry.organelle)].append(entry)
-    return by_organelle
-
-
 def display_range(data: np.ndarray) -> tuple[float, float] | None:
     """Contrast limits from the 1st and 99.9th percentiles (sampled), as the challenge normalises."""
     low, high = np.percentile(data[..., ::4, ::4], (1, 99.9))
     return (float(low), float(high)) if high > low else None
-
-
-def _unless_closed(handler):
-    """Drop calls arriving after the widget was closed (late signals of a worker thread)."""
-
-    @wraps(handler)
-    def guarded(self, *args):
-        if not self._closed:
-            handler(self, *args)
-
-    return guarded
 
 
 class ModelRow(Container):
@@ -150,11 +124,9 @@ class PredictWidget(Container):
         self.predict_button = PushButton(text="Predict")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(label="", value="")
-        self.export_path = FileEdit(
-            label="export to", mode="w", filter="*.zip", nullable=True,
-            tooltip="bioimage.io package (.zip) for the ticked organelle's model; several: one file each",
-        )
-        self.export_button = PushButton(text="Export to bioimage.io")
+        self.downloads = ModelDownloads(self._show_status)
+        self.exporter = ExportPanel(self._selected_checkpoints, self._show_status)
+        self.export_path, self.export_button = self.exporter.path, self.exporter.button
         organelles = Container(label="organelles", widgets=list(self.rows.values()), labels=False)
         organelles.margins = (0, 0, 0, 0)
         buttons = Container(
@@ -175,16 +147,13 @@ class PredictWidget(Container):
                 self.batch_size,
                 buttons,
                 self.status,
-                self.export_path,
-                self.export_button,
+                self.exporter,
             ]
         )
         self.worker = None
         self._stop: StopToken | None = None
         self._progress: progress | None = None
         self._source: Image | None = None
-        self._downloaded: dict[str, Path] = {}
-        self._downloading: set[str] = set()
         self._closed = False
 
         self.image.changed.connect(self._on_image_changed)
@@ -193,13 +162,13 @@ class PredictWidget(Container):
             row.source.changed.connect(partial(self._on_source_changed, row))
         self.predict_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
-        self.export_button.clicked.connect(self.export)
         self.native.destroyed.connect(self._on_closed)
         self._on_image_changed(self.image.value)
 
     def _on_closed(self) -> None:
         """The dock was closed: stop a running prediction and ignore what its worker still sends."""
         self._closed = True
+        self.downloads.close()
         if self._stop is not None:
             self._stop.request()
         if self._progress is not None:
@@ -218,78 +187,17 @@ class PredictWidget(Container):
         if modality in MODALITIES:
             self.modality.value = modality
 
-    # ---- public models -------------------------------------------------------------------------
+    def _show_status(self, message: str) -> None:
+        self.status.value = message
+
     def _on_source_changed(self, row: ModelRow, name: str) -> None:
-        if name not in row.public or name in self._downloaded or name in self._downloading:
-            return
-        self._downloading.add(name)
-        self.status.value = f"Downloading {name}…"
-        bar = progress(total=0, desc=f"Downloading {name}")
-        start_worker(
-            fetch_model,
-            row.public[name],
-            None,
-            partial(self._on_download_progress, bar),
-            returned=partial(self._on_downloaded, name),
-            errored=partial(self._on_download_failed, name),
-            finished=partial(self._on_download_finished, name, bar),
-        )
+        if name in row.public:
+            self.downloads.start(row.public[name])
 
-    @ensure_main_thread
-    def _on_download_progress(self, bar: progress, done: int, total: int | None) -> None:
-        if total and bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
+    def _selected_checkpoints(self) -> dict[str, Path]:
+        """Organelle -> model file of the ticked rows (a :class:`ModelError` for a row without one)."""
+        return {row.organelle: self._checkpoint(row) for row in self.rows.values() if row.selected.value}
 
-    @_unless_closed
-    def _on_downloaded(self, name: str, path: Path) -> None:
-        self._downloaded[name] = Path(path)
-        self.status.value = f"Downloaded {name}"
-
-    @_unless_closed
-    def _on_download_failed(self, name: str, error: Exception) -> None:
-        self.status.value = f"Download of {name} failed"
-        notify_error(error, f"Downloading {name}")
-
-    def _on_download_finished(self, name: str, bar: progress) -> None:
-        self._downloading.discard(name)
-        bar.close()
-
-    # ---- bioimage.io export ---------------------------------------------------------------------
-    def export(self) -> None:
-        """Write the ticked organelles' models as bioimage.io packages, in a worker thread."""
-        try:
-            jobs = self._export_jobs()
-        except (DataError, ModelError) as error:
-            notify_error(error, "Export")
-            return
-        self.export_button.enabled = False
-        self.status.value = f"Exporting {len(jobs)} model(s) to bioimage.io…"
-        start_worker(
-            export_models,
-            jobs,
-            returned=self._on_exported,
-            errored=partial(notify_error, action="Export"),
-            finished=lambda: setattr(self.export_button, "enabled", True),
-        )
-
-    def _export_jobs(self) -> list[tuple[Path, Path]]:
-        if self.export_path.value is None or not str(self.export_path.value).strip("."):
-            raise ModelError("Choose where to write the bioimage.io package (export to …).")
-        target = Path(self.export_path.value).with_suffix(".zip")
-        rows = [row for row in self.rows.values() if row.selected.value]
-        if not rows:
-            raise ModelError("No organelle selected: tick the organelle whose model to export.")
-        if len(rows) == 1:
-            return [(self._checkpoint(rows[0]), target)]
-        return [(self._checkpoint(row), target.with_name(f"{target.stem}_{row.organelle}.zip")) for row in rows]
-
-    @_unless_closed
-    def _on_exported(self, paths: list[Path]) -> None:
-        self.status.value = f"Exported {', '.join(path.name for path in paths)}"
-        show_info(f"bioimage.io package(s) written: {', '.join(map(str, paths))}")
-
-    # ---- prediction ----------------------------------------------------------------------------
     def start(self) -> None:
         """Check the inputs and start predicting in a worker thread (errors become notifications)."""
         if self.worker is not None:
@@ -338,7 +246,7 @@ class PredictWidget(Container):
         plane = {"best focus": "best", "all planes": "all"}.get(self.plane.value, self.plane_index.value)
         return PredictRequest(
             image=np.asarray(layer.data),
-            models={row.organelle: self._checkpoint(row) for row in rows},
+            models=self._selected_checkpoints(),
             plane=plane,
             device=self.device.value,
             tile_size=self.tile_size.value,
@@ -355,21 +263,17 @@ class PredictWidget(Container):
                     f"No {row.organelle} model chosen: pick a checkpoint file or a public model."
                 )
             return Path(row.file.value)
-        if name not in self._downloaded:
-            state = "is still downloading" if name in self._downloading else "could not be downloaded"
-            raise ModelError(
-                f"The {row.organelle} model {name} {state}; wait for it or choose another model."
-            )
+        path = self.downloads.path(name, row.organelle)
         trained_on = row.public[name].modality
         if trained_on and self.modality.value not in trained_on:
             show_warning(
                 f"{name} was trained on {'/'.join(trained_on)} images, not {self.modality.value}: "
                 "expect poor predictions."
             )
-        return self._downloaded[name]
+        return path
 
     @ensure_main_thread
-    @_unless_closed
+    @unless_closed
     def _on_event(self, event: ProgressEvent) -> None:
         """Progress from the worker thread, delivered in the main thread."""
         bar = self._progress
@@ -383,7 +287,7 @@ class PredictWidget(Container):
         bar.set_description(event.message or "Predicting")
         bar.update(event.step - bar.n)
 
-    @_unless_closed
+    @unless_closed
     def _on_result(self, result: PredictResult | None) -> None:
         if result is None:
             self.status.value = "Cancelled"
@@ -416,12 +320,12 @@ class PredictWidget(Container):
             },
         )
 
-    @_unless_closed
+    @unless_closed
     def _on_error(self, error: Exception) -> None:
         self.status.value = "Prediction failed"
         notify_error(error, "Prediction")
 
-    @_unless_closed
+    @unless_closed
     def _on_finished(self) -> None:
         if self._progress is not None:
             self._progress.close()
