@@ -136,3 +136,45 @@ def test_write_is_atomic_and_leaves_no_temp_file(tmp_path, monkeypatch):
 def test_write_rejects_bad_shapes(tmp_path):
     with pytest.raises(DataError, match="expected a non-empty 2D or 3D array"):
         write_ome_tiff(tmp_path / "x.ome.tiff", np.zeros((2, 2, 4, 4)))
+
+
+def test_image_over_the_memory_budget_is_refused_before_reading(tmp_path, monkeypatch):
+    """A valid sparse 60000² uint16 TIFF (6.7 GiB of pixels) is refused from its header, with its size."""
+    path = tmp_path / "huge.tif"
+    tifffile.imwrite(path, shape=(60000, 60000), dtype="uint16")  # header only: a sparse file
+    monkeypatch.setenv("LIGHTMYCELLS_MAX_IMAGE_GIB", "2")
+    read = []
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", lambda *a, **k: read.append(1))
+    with pytest.raises(DataError, match=r"60000x60000 uint16 pixels take 6\.7 GiB, over the 2\.0 GiB budget"):
+        read_image(path)
+    assert not read
+
+
+def test_budget_defaults_to_a_fraction_of_available_memory(tmp_path, monkeypatch):
+    from napari_lightmycells import memory
+
+    path = write_ome_tiff(tmp_path / "a.ome.tiff", np.ones((64, 64), np.uint16))  # 8 KiB
+    monkeypatch.delenv(memory.BUDGET_ENV, raising=False)
+    monkeypatch.setattr(memory, "available_memory", lambda: 8192 / memory.AVAILABLE_FRACTION - 1)
+    with pytest.raises(DataError, match="available"):
+        read_image(path)
+    monkeypatch.setattr(memory, "available_memory", lambda: 8192 / memory.AVAILABLE_FRACTION)
+    assert read_image(path).data.shape == (64, 64)
+
+
+def test_memory_error_is_not_reported_as_a_damaged_file(tmp_path, monkeypatch):
+    path = write_ome_tiff(tmp_path / "a.ome.tiff", np.ones((64, 64), np.uint16))
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", out_of_memory)
+    with pytest.raises(DataError, match="Not enough memory to read a.ome.tiff") as info:
+        read_image(path)
+    assert "damaged" not in str(info.value)
+
+
+def test_available_memory_is_known_here():
+    from napari_lightmycells.memory import available_memory
+
+    assert 0 < available_memory() < 2**50

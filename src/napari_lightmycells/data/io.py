@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import tifffile
 
 from ..constants import MODALITIES, canonical_modality
 from ..errors import DataError
+from ..files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ def read_image(path: str | os.PathLike) -> Image:
     path = Path(path)
     with _open_tiff(path) as tif:
         series = tif.series[0]
+        check_memory_budget(path.name, series.shape, series.dtype)
         data = series.asarray()
         axes = series.axes
         meta = _read_metadata(tif)
@@ -120,6 +121,20 @@ def read_shape(path: str | os.PathLike) -> tuple[int, ...]:
     return tuple(shape[i] for i in keep)
 
 
+def check_memory_budget(name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse (before reading) an image whose pixels would exceed the memory budget of :mod:`..memory`."""
+    from ..memory import BUDGET_ENV, GIB, image_budget
+
+    size = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+    budget, reason = image_budget()
+    if budget is not None and size > budget:
+        raise DataError(
+            f"{name} is too large to load at once: {'x'.join(map(str, shape))} {np.dtype(dtype)} pixels take "
+            f"{size / GIB:.1f} GiB, over the {budget / GIB:.1f} GiB budget ({reason}). Crop or bin it, or raise "
+            f"the budget with {BUDGET_ENV}=<GiB>."
+        )
+
+
 @contextlib.contextmanager
 def _open_tiff(path: Path) -> Iterator[tifffile.TiffFile]:
     """An open :class:`tifffile.TiffFile`; missing, corrupt or unreadable files raise :class:`DataError`."""
@@ -130,6 +145,11 @@ def _open_tiff(path: Path) -> Iterator[tifffile.TiffFile]:
             yield tif
     except DataError:
         raise
+    except MemoryError:
+        raise DataError(
+            f"Not enough memory to read {path.name}; close other programs, crop or bin the image, "
+            "or run on a machine with more memory."
+        ) from None
     except Exception as exc:  # tifffile raises many kinds of errors for corrupt files
         raise DataError(
             f"Cannot read {path.name}: {exc or type(exc).__name__}. "
@@ -321,14 +341,3 @@ def write_prediction(
     )
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path`` (same folder, atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
