@@ -88,3 +88,20 @@ def test_file_urls_work_for_local_mirrors(tmp_path):
     fetched = fetch_model(entry, cache=tmp_path / "cache")
     assert torch.equal(torch.load(fetched, weights_only=True)["state_dict"]["encoder.cls_token"],
                        torch.load(path, weights_only=True)["state_dict"]["encoder.cls_token"])
+
+
+def test_downloads_honour_the_umask(served, tmp_path):
+    import os
+    import stat
+
+    from napari_lightmycells.files import file_mode
+
+    url, sha, _ = served
+    previous = os.umask(0o022)
+    file_mode.cache_clear()
+    try:
+        path = fetch_model(ModelEntry("tiny-nucleus", "Nucleus", url, sha), cache=tmp_path / "cache")
+    finally:
+        os.umask(previous)
+        file_mode.cache_clear()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

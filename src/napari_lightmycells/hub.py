@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import ModelError
+from .files import file_mode
 
 CHUNK = 1 << 20
 
@@ -94,6 +95,7 @@ def fetch_model(
         return target
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.filename}.", suffix=".part", dir=folder)
+    os.fchmod(fd, file_mode())  # readable as the umask allows, not only by the owner
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
     try:
