@@ -31,7 +31,7 @@ RESULTS = Path(__file__).parent / "results" / "dataloader.json"
 def measure(cases, patch: int, samples: int, workers: int, augment: bool, batch_size: int) -> float:
     """Samples per second over ``samples`` patches, after one warm-up batch."""
     dataset = PairedDataset(
-        cases, "Nucleus", patch_size=patch, samples_per_case=samples // len(cases) + batch_size
+        cases, "Nucleus", crop_size=patch, samples_per_case=samples // len(cases) + batch_size
     )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=True)
     augmenter = Augmenter(AugmentConfig(enabled=augment), generator=torch.Generator().manual_seed(0))
@@ -48,7 +48,7 @@ def measure(cases, patch: int, samples: int, workers: int, augment: bool, batch_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2048, help="synthetic image size (pixels)")
-    parser.add_argument("--patch", type=int, default=1024, help="patch size (pixels)")
+    parser.add_argument("--patch", type=int, default=1024, help="crop size (pixels)")
     parser.add_argument("--cases", type=int, default=4)
     parser.add_argument("--planes", type=int, default=3)
     parser.add_argument("--samples", type=int, default=32, help="patches timed per configuration")
@@ -80,7 +80,7 @@ def main() -> None:
     report = {
         "benchmark": "dataloader",
         "image_size": args.size,
-        "patch_size": args.patch,
+        "crop_size": args.patch,
         "cases": args.cases,
         "planes_per_case": args.planes,
         "batch_size": args.batch_size,

@@ -54,7 +54,7 @@ def make_widget(viewer: napari.Viewer, study: Path, args, output: Path) -> Finet
             widget.pairs.append(PairRow(viewer))
         row = widget.pairs[index - 1]
         row.input.value, row.target.value = viewer.layers[f"BF {index}"], viewer.layers[f"Nucleus {index}"]
-    widget.model.value, widget.patch_size.value, widget.batch_size.value = args.model, args.patch, args.batch
+    widget.model.value, widget.crop_size.value, widget.batch_size.value = args.model, args.patch, args.batch
     widget.epochs.value, widget.val_fraction.value, widget.workers.value = 10_000, 0.25, 0
     widget.samples.value = 2
     widget.device.value, widget.output.value = "cpu", output

@@ -36,13 +36,13 @@ CUDA_BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "
 
 
 class BiapyUNETR(nn.Module):
-    """BiaPy's UNETR with the paper's settings, exposing ``patch_size`` and returning a tensor."""
+    """BiaPy's UNETR with the paper's settings, exposing ``token_size`` and returning a tensor."""
 
     def __init__(self, tile: int):
         super().__init__()
         from biapy.models.unetr import UNETR
 
-        self.patch_size = 32
+        self.token_size = 32
         self.net = UNETR(
             input_shape=(tile, tile, 1), patch_size=32, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
             num_filters=32, output_channels=[1], output_channel_info=["F"], decoder_activation="relu",

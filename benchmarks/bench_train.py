@@ -162,7 +162,7 @@ def main() -> None:
             try:  # a fresh model per run: the same initial weights and optimiser state for every precision
                 torch.manual_seed(0)
                 model = BiapyUNETR(args.size) if name.startswith("biapy") else UNETR2D(
-                    unetr_config(args.preset, img_size=args.size)
+                    unetr_config(args.preset, crop_size=args.size)
                 )
             except ImportError:
                 print("biapy is not importable: skipping its UNETR")

@@ -28,7 +28,7 @@ SIZE, CROP = 256, 128  # synthetic image and training crop (= prediction tile) s
 def train_tiny_nucleus_model(folder: Path) -> Path:
     """A tiny Nucleus model fine-tuned by the core engine on a synthetic study (about a minute on a CPU)."""
     study = make_synthetic_study(folder / "study", n_cases=8, size=SIZE, n_planes=3, seed=1)
-    config = load_config("tiny_cpu", data=str(study), output=str(folder / "run"), patch_size=CROP, epochs=15)
+    config = load_config("tiny_cpu", data=str(study), output=str(folder / "run"), crop_size=CROP, epochs=15)
     return finetune(config).best_path
 
 

@@ -49,7 +49,7 @@ def add_study_layers(viewer: napari.Viewer, study: Path) -> None:
 
 
 def configure(widget: TrainingWidget, output: Path) -> None:
-    widget.patch_size.value, widget.batch_size.value, widget.epochs.value = PATCH, 4, 200
+    widget.crop_size.value, widget.batch_size.value, widget.epochs.value = PATCH, 4, 200
     widget.workers.value, widget.device.value, widget.output.value = 0, "cpu", output
 
 

@@ -45,7 +45,7 @@ def notifications():
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
-    """An untrained ``unetr_tiny`` Nucleus checkpoint for BF (64 px reference size, 8 px patches)."""
+    """An untrained ``unetr_tiny`` Nucleus checkpoint for BF (64 px crop size, 8 px tokens)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "tiny_nucleus.pt"
     return save_checkpoint(path, create_model("unetr_tiny"), organelle="Nucleus", modality=("BF",))

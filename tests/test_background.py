@@ -20,7 +20,7 @@ def study(tmp_path_factory):
 def tiny_config(study, output, **changes) -> TrainConfig:
     values = {
         "data": str(study), "output": str(output), "model": "unetr_tiny", "epochs": 3, "batch_size": 2,
-        "patch_size": 64, "samples_per_case": 2, "val_fraction": 0.34, "warmup_epochs": 0, "workers": 0,
+        "crop_size": 64, "samples_per_case": 2, "val_fraction": 0.34, "warmup_epochs": 0, "workers": 0,
         "device": "cpu", "preview_every": 1, "patience": None,
     }
     return TrainConfig(**{**values, **changes})

@@ -70,7 +70,7 @@ def test_package_passes_format_validation(package):
             "test_output.npy", "cover.png", "README.md", "lightmycells_model_card.json"} <= names
     weights = descr.weights.pytorch_state_dict
     assert isinstance(weights.architecture, spec.ArchitectureFromFileDescr)
-    assert weights.architecture.kwargs["patch_size"] == 8
+    assert weights.architecture.kwargs["token_size"] == 8
     assert descr.weights.torchscript.parent == "pytorch_state_dict"
     assert [step.id for step in descr.inputs[0].preprocessing if step.id != "ensure_dtype"] == [
         "zero_mean_unit_variance"
@@ -120,7 +120,7 @@ def test_import_from_the_architecture_when_the_model_card_is_missing(trained_che
 
 def test_standalone_architecture_reproduces_unetr2d():
     torch.manual_seed(0)
-    config = UNETRConfig(encoder=ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2),
+    config = UNETRConfig(encoder=ViTConfig(crop_size=32, token_size=8, embed_dim=32, depth=3, num_heads=2),
                          decoder_filters=4, kernel_size=3, skip_blocks=(1, 3), decoder_norm="bn",
                          decoder_activation="elu")
     ours = UNETR2D(config).eval()

@@ -72,14 +72,14 @@ def test_normalize_then_denormalize_is_the_identity():
 
 
 def test_training_samples_are_normalised_patches(study):
-    dataset = PairedDataset(study.cases, "Nucleus", patch_size=32)
+    dataset = PairedDataset(study.cases, "Nucleus", crop_size=32)
     assert len(dataset) == 4
     torch.manual_seed(0)
     image, target = dataset[0]
     assert image.shape == target.shape == (1, 32, 32)
     assert image.dtype == target.dtype == torch.float32
     # Whole-image statistics applied to the crop: a full-size crop has zero mean, unit std.
-    full_image, full_target = PairedDataset(study.cases, "Nucleus", patch_size=64)[1]
+    full_image, full_target = PairedDataset(study.cases, "Nucleus", crop_size=64)[1]
     assert abs(full_image.mean()) < 1e-4 and abs(full_image.std(unbiased=False) - 1) < 1e-4
     assert abs(full_target.mean()) < 1e-4
 
@@ -89,23 +89,23 @@ def test_crops_of_input_and_target_are_aligned(tmp_path):
     base = rng.integers(100, 5000, (40, 48)).astype(np.uint16)
     write_ome_tiff(tmp_path / "image_1_BF_z0.ome.tiff", base)
     write_ome_tiff(tmp_path / "image_1_Actin.ome.tiff", (base * 3 + 7).astype(np.uint16))
-    dataset = PairedDataset(discover_study(tmp_path).cases, "Actin", patch_size=16, samples_per_case=5)
+    dataset = PairedDataset(discover_study(tmp_path).cases, "Actin", crop_size=16, samples_per_case=5)
     for index in range(len(dataset)):
         image, target = dataset[index]
         torch.testing.assert_close(image, target, atol=1e-4, rtol=1e-4)  # same image after z-score
 
 
 def test_random_plane_is_picked_each_time(study):
-    dataset = PairedDataset(study.cases[:1], "Nucleus", patch_size=64, samples_per_case=1)
+    dataset = PairedDataset(study.cases[:1], "Nucleus", crop_size=64, samples_per_case=1)
     torch.manual_seed(0)
     planes = {dataset._train_plane(dataset.cases[0]).path.name for _ in range(30)}
     assert len(planes) == 3
-    best = PairedDataset(study.cases[:1], "Nucleus", patch_size=64, focus="best")
+    best = PairedDataset(study.cases[:1], "Nucleus", crop_size=64, focus="best")
     assert {best._train_plane(best.cases[0]).path.name for _ in range(5)} == {"image_1_BF_z1.ome.tiff"}
 
 
 def test_validation_yields_every_plane_deterministically(study):
-    dataset = PairedDataset(study.cases, "Nucleus", patch_size=48, mode="val")
+    dataset = PairedDataset(study.cases, "Nucleus", crop_size=48, mode="val")
     assert len(dataset) == 4 * 3 * 4  # cases x planes x 2x2 tiles
     first = dataset[5]
     torch.testing.assert_close(dataset[5], first)
@@ -114,12 +114,12 @@ def test_validation_yields_every_plane_deterministically(study):
     torch.testing.assert_close(dataset[4 + 3][0][0], torch.from_numpy(expected[16:64, 16:64]))
 
 
-def test_small_images_are_mirror_padded_to_the_patch(tmp_path):
+def test_small_images_are_mirror_padded_to_the_crop(tmp_path):
     image = np.random.default_rng(0).integers(1, 1000, (10, 10)).astype(np.uint16)
     write_ome_tiff(tmp_path / "image_1_BF_z0.ome.tiff", image)
     write_ome_tiff(tmp_path / "image_1_Nucleus.ome.tiff", image)
     cases = discover_study(tmp_path).cases
-    x, y = PairedDataset(cases, "Nucleus", patch_size=64)[0]
+    x, y = PairedDataset(cases, "Nucleus", crop_size=64)[0]
     assert x.shape == (1, 64, 64)
     normed, _ = normalize(image)
     np.testing.assert_allclose(x[0].numpy(), mirror_pad(normed, 64, 64), atol=1e-5)
@@ -132,7 +132,7 @@ def test_dataset_errors_name_the_file(tmp_path):
     write_ome_tiff(tmp_path / "image_2_BF_z0.ome.tiff", np.arange(64, dtype=np.uint16).reshape(8, 8))
     write_ome_tiff(tmp_path / "image_2_Nucleus.ome.tiff", np.arange(80, dtype=np.uint16).reshape(8, 10))
     cases = discover_study(tmp_path).cases
-    dataset = PairedDataset(cases, "Nucleus", patch_size=8, mode="val")
+    dataset = PairedDataset(cases, "Nucleus", crop_size=8, mode="val")
     with pytest.raises(DataError, match=r"image_1_Nucleus.ome.tiff is constant"):
         dataset[0]
     with pytest.raises(DataError, match=r"Shapes disagree in case 2"):
@@ -142,7 +142,7 @@ def test_dataset_errors_name_the_file(tmp_path):
 
 
 def test_unlabelled_dataset_uses_every_plane_and_modality(study):
-    dataset = UnlabelledDataset(study.cases, patch_size=32)
+    dataset = UnlabelledDataset(study.cases, crop_size=32)
     assert len(dataset) == 12
     assert {plane.path.name.split("_")[2] for plane in dataset.planes} == {"BF", "PC"}
     assert dataset[3].shape == (1, 32, 32)
@@ -150,7 +150,7 @@ def test_unlabelled_dataset_uses_every_plane_and_modality(study):
 
 def test_works_with_dataloader_workers(study):
     loader = torch.utils.data.DataLoader(
-        PairedDataset(study.cases, "Nucleus", patch_size=32), batch_size=2, num_workers=2
+        PairedDataset(study.cases, "Nucleus", crop_size=32), batch_size=2, num_workers=2
     )
     batches = list(loader)
     assert [tuple(b[0].shape) for b in batches] == [(2, 1, 32, 32), (2, 1, 32, 32)]

@@ -14,18 +14,18 @@ from napari_lightmycells.models import create_model
 
 
 class StandIn(nn.Module):
-    """Fully convolutional stand-in: ``gain * x + offset``; fails on inputs not a multiple of the patch."""
+    """Fully convolutional stand-in: ``gain * x + offset``; fails on inputs not a multiple of the token."""
 
-    def __init__(self, patch_size: int = 16, gain: float = 1.0, offset: float = 0.0, max_pixels: int | None = None):
+    def __init__(self, token_size: int = 16, gain: float = 1.0, offset: float = 0.0, max_pixels: int | None = None):
         super().__init__()
-        self.patch_size = patch_size
+        self.token_size = token_size
         self.gain, self.offset, self.max_pixels = gain, offset, max_pixels
         self.calls: list[tuple[int, ...]] = []
         self.scale = nn.Parameter(torch.ones(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert x.ndim == 4 and x.shape[1] == 1
-        assert x.shape[-2] % self.patch_size == 0 and x.shape[-1] % self.patch_size == 0
+        assert x.shape[-2] % self.token_size == 0 and x.shape[-1] % self.token_size == 0
         self.calls.append(tuple(x.shape))
         if self.max_pixels is not None and x.numel() > self.max_pixels:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -59,13 +59,13 @@ def test_output_is_denormalised_with_the_input_statistics(image, normalization):
 
 
 def test_several_organelles(image):
-    models = {"Nucleus": StandIn(gain=1.0), "mito": StandIn(gain=-1.0), "Tubulin": StandIn(patch_size=32, gain=2.0)}
+    models = {"Nucleus": StandIn(gain=1.0), "mito": StandIn(gain=-1.0), "Tubulin": StandIn(token_size=32, gain=2.0)}
     predictions = Predictor(models, device="cpu", tile_size=80).predict(image)
     assert list(predictions) == ["Nucleus", "Mitochondria", "Tubulin"]
     mean = image.mean()
     np.testing.assert_allclose(predictions["Mitochondria"], 2 * mean - image, rtol=1e-4)
     np.testing.assert_allclose(predictions["Tubulin"] - mean, 2 * (image - mean), rtol=1e-4, atol=1e-2)
-    assert {call[-1] for call in models["Tubulin"].calls} == {64}  # 80 rounded down to the patch multiple
+    assert {call[-1] for call in models["Tubulin"].calls} == {64}  # 80 rounded down to the token multiple
 
 
 def test_z_stack_plane_modes(image):
@@ -109,7 +109,7 @@ def test_stop_token_interrupts_between_batches(image):
 
 
 def test_out_of_memory_halves_batch_then_tile(image):
-    model = StandIn(patch_size=16, max_pixels=32 * 32)
+    model = StandIn(token_size=16, max_pixels=32 * 32)
     events = []
     predictor = Predictor({"Nucleus": model}, device="cpu", tile_size=64, batch_size=4)
     prediction = predictor.predict(image, callbacks=[events.append])["Nucleus"]
@@ -121,7 +121,7 @@ def test_out_of_memory_halves_batch_then_tile(image):
 
 
 def test_out_of_memory_at_the_smallest_tile_is_a_model_error(image):
-    predictor = Predictor({"Nucleus": StandIn(patch_size=16, max_pixels=100)}, device="cpu", tile_size=32)
+    predictor = Predictor({"Nucleus": StandIn(token_size=16, max_pixels=100)}, device="cpu", tile_size=32)
     with pytest.raises(ModelError, match="Out of memory.*cpu"):
         predictor.predict(image)
 
@@ -153,7 +153,7 @@ def test_bad_input_raises_data_error(bad, match):
 def test_bad_models_raise_model_error():
     with pytest.raises(ModelError, match="Unknown organelle"):
         Predictor({"Golgi": StandIn()}, device="cpu")
-    with pytest.raises(ModelError, match="patch_size"):
+    with pytest.raises(ModelError, match="token_size"):
         Predictor({"Nucleus": nn.Conv2d(1, 1, 3)}, device="cpu")
     with pytest.raises(ModelError, match="No model"):
         Predictor({}, device="cpu")

@@ -94,7 +94,7 @@ def test_mae_encoder_transfers_into_unetr():
 
 def test_encoder_transfer_across_image_sizes_resamples_positions():
     mae = MAE2D(mae_config("mae_tiny"))
-    big = UNETR2D(unetr_config("unetr_tiny", img_size=128))
+    big = UNETR2D(unetr_config("unetr_tiny", crop_size=128))
     big.encoder.load_state_dict_resampled(mae.encoder_state_dict())
     assert big.encoder.pos_embed.shape[1] == 1 + 16 * 16
     assert torch.equal(big.encoder.blocks[0].attn.qkv.weight, mae.encoder.blocks[0].attn.qkv.weight)

@@ -19,7 +19,7 @@ def tiny():
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (32, 96), (128, 40), (8, 8)])
-def test_output_shape_matches_input_for_any_multiple_of_the_patch(tiny, shape):
+def test_output_shape_matches_input_for_any_multiple_of_the_token(tiny, shape):
     x = torch.randn(2, 1, *shape)
     with torch.no_grad():
         y = tiny(x)
@@ -27,7 +27,7 @@ def test_output_shape_matches_input_for_any_multiple_of_the_patch(tiny, shape):
     assert torch.isfinite(y).all()
 
 
-def test_side_not_multiple_of_patch_is_a_clear_error(tiny):
+def test_side_not_multiple_of_token_is_a_clear_error(tiny):
     with pytest.raises(DataError, match="multiple of the 8-pixel token"):
         tiny(torch.randn(1, 1, 60, 64))
 
@@ -47,18 +47,18 @@ def test_translation_of_content_is_not_ignored(tiny):
 
 
 def test_skip_blocks_default_spacing_and_validation():
-    cfg = UNETRConfig(encoder=ViTConfig(img_size=64, patch_size=32, embed_dim=32, depth=12, num_heads=2))
-    assert cfg.resolved_skip_blocks() == (2, 4, 6, 8)  # BiaPy's default: every depth // log2(patch) blocks
+    cfg = UNETRConfig(encoder=ViTConfig(crop_size=64, token_size=32, embed_dim=32, depth=12, num_heads=2))
+    assert cfg.resolved_skip_blocks() == (2, 4, 6, 8)  # BiaPy's default: every depth // log2(token) blocks
     with pytest.raises(ValueError, match="skip_blocks"):
         UNETR2D(UNETRConfig(encoder=cfg.encoder, skip_blocks=(1, 2)))
     with pytest.raises(ValueError, match="power of two"):
-        UNETR2D(UNETRConfig(encoder=ViTConfig(img_size=72, patch_size=24, embed_dim=32, depth=4, num_heads=2)))
+        UNETR2D(UNETRConfig(encoder=ViTConfig(crop_size=72, token_size=24, embed_dim=32, depth=4, num_heads=2)))
 
 
 def test_paper_presets_match_the_paper():
     nucleus, tubulin = unetr_config("unetr_paper"), unetr_config("unetr_paper_tubulin")
     enc = nucleus.encoder
-    assert (enc.embed_dim, enc.depth, enc.num_heads, enc.patch_size) == (768, 12, 12, 32)
+    assert (enc.embed_dim, enc.depth, enc.num_heads, enc.token_size) == (768, 12, 12, 32)
     assert (nucleus.decoder_filters, nucleus.kernel_size) == (32, 9)
     assert (tubulin.decoder_filters, tubulin.kernel_size) == (16, 7)
     assert nucleus.resolved_skip_blocks() == (3, 6, 9, 12)

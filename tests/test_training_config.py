@@ -25,7 +25,7 @@ from napari_lightmycells.training.schedule import warmup_cosine, warmup_cosine_f
 def test_organelle_presets_follow_the_paper(name, model):
     config = load_config(name)
     assert config.organelle.lower() == name and config.model == model
-    assert (config.loss, config.lr, config.patch_size, config.val_fraction) == ("mse", 1e-4, 1024, 0.1)
+    assert (config.loss, config.lr, config.crop_size, config.val_fraction) == ("mse", 1e-4, 1024, 0.1)
     assert (config.epochs, config.patience, config.focus) == (2500, 250, "random")
     assert config.augment_config().enabled
 

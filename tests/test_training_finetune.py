@@ -27,7 +27,7 @@ def study(tmp_path_factory):
 
 def tiny_config(study, output, **changes) -> TrainConfig:
     base = TrainConfig(
-        data=str(study), output=str(output), model="unetr_tiny", patch_size=64, batch_size=4, epochs=2,
+        data=str(study), output=str(output), model="unetr_tiny", crop_size=64, batch_size=4, epochs=2,
         samples_per_case=4, lr=2e-3, min_lr=1e-5, warmup_epochs=0.5, val_fraction=0.2, patience=None,
         workers=0, device="cpu", preview_every=1, seed=3,
     )

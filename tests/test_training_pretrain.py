@@ -39,7 +39,7 @@ def test_pretraining_lowers_the_loss_and_initialises_a_unetr_encoder(tmp_path):
 
     mae, card = load_model(result.last_path)
     assert card.kind == "mae" and card.modality == ("BF", "PC")
-    unetr = build_unetr(TrainConfig(model="unetr_tiny", patch_size=64, init_encoder=str(result.last_path)))
+    unetr = build_unetr(TrainConfig(model="unetr_tiny", crop_size=64, init_encoder=str(result.last_path)))
     for name, value in mae.encoder.state_dict().items():
         assert torch.equal(unetr.encoder.state_dict()[name], value), name
     assert load_encoder_state(result.best_path).keys() == unetr.encoder.state_dict().keys()

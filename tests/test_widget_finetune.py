@@ -36,7 +36,7 @@ def viewer_and_widget(make_napari_viewer, pair_files, tmp_path):
     widget.pairs.append(PairRow(viewer))
     for index, row in enumerate(widget.pairs, 1):
         row.input.value, row.target.value = viewer.layers[f"BF {index}"], viewer.layers[f"Nucleus {index}"]
-    widget.model.value, widget.patch_size.value, widget.batch_size.value = "unetr_tiny", 64, 1
+    widget.model.value, widget.crop_size.value, widget.batch_size.value = "unetr_tiny", 64, 1
     widget.epochs.value, widget.val_fraction.value, widget.workers.value = 1000, 0.5, 0
     widget.samples.value = 1
     widget.device.value, widget.output.value = "cpu", tmp_path / "run"

@@ -21,7 +21,7 @@ def viewer_and_widget(make_napari_viewer, tmp_path):
     widget = PretrainWidget(viewer, mode="thread")
     viewer.window.add_dock_widget(widget, name="Pretrain")
     widget.layers.value = [viewer.layers["BF 1"], viewer.layers["BF 2"]]
-    widget.model.value, widget.patch_size.value, widget.batch_size.value = "mae_tiny", 64, 2
+    widget.model.value, widget.crop_size.value, widget.batch_size.value = "mae_tiny", 64, 2
     widget.epochs.value, widget.workers.value, widget.device.value = 1000, 0, "cpu"
     widget.output.value = tmp_path / "mae"
     return viewer, widget

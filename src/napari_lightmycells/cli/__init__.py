@@ -24,7 +24,7 @@ COMMANDS = {
 
 
 OUT_OF_MEMORY_HINT = (
-    "Lower --batch-size, --patch-size or --tile-size, use --accumulate N, or --precision bf16; "
+    "Lower --batch-size, --crop-size or --tile-size, use --accumulate N, or --precision bf16; "
     "checkpoints already written are kept (resume with --resume RUN/last.pt)."
 )
 

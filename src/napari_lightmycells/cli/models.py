@@ -23,7 +23,7 @@ def biapy_parameter_count(config) -> int:
     skips = config.resolved_skip_blocks()
     with contextlib.redirect_stdout(io.StringIO()):
         model = UNETR(
-            input_shape=(enc.img_size, enc.img_size, enc.in_channels), patch_size=enc.patch_size,
+            input_shape=(enc.crop_size, enc.crop_size, enc.in_channels), patch_size=enc.token_size,
             embed_dim=enc.embed_dim, depth=enc.depth, num_heads=enc.num_heads, mlp_ratio=enc.mlp_ratio,
             num_filters=config.decoder_filters, output_channels=[config.out_channels], output_channel_info=["F"],
             decoder_activation=config.decoder_activation, ViT_hidd_mult=skips[0],
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         model = create_model(name)
         cfg = model.config
         enc = cfg.encoder
-        arch = f"ViT {enc.embed_dim}d/{enc.depth}L/{enc.num_heads}H, {enc.patch_size}px tokens"
+        arch = f"ViT {enc.embed_dim}d/{enc.depth}L/{enc.num_heads}H, {enc.token_size}px tokens"
         biapy = ""
         if name in UNETR_PRESETS:
             arch += f"; decoder {cfg.decoder_filters} filters, k={cfg.kernel_size}, skips {cfg.resolved_skip_blocks()}"

@@ -26,7 +26,7 @@ COMMON_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--max-steps", "max_steps", {"type": int, "help": "stop (resumably) after this many optimiser steps"}),
     ("--batch-size", "batch_size", {"type": int, "help": "per process"}),
     ("--accumulate", "accumulate", {"type": int, "metavar": "N", "help": "micro-batches per optimiser step"}),
-    ("--patch-size", "patch_size", {"type": int, "metavar": "PX"}),
+    ("--crop-size", "crop_size", {"type": int, "metavar": "PX", "help": "side of the training crops (model image size)"}),
     ("--lr", "lr", {"type": float}),
     ("--weight-decay", "weight_decay", {"type": float}),
     ("--warmup-epochs", "warmup_epochs", {"type": float}),
@@ -50,6 +50,18 @@ TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
+class DeprecatedAlias(argparse.Action):
+    """An old flag name: sets the same field as ``new_flag`` and warns on stderr."""
+
+    def __init__(self, option_strings, dest, new_flag: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_flag = new_flag
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"warning: {option_string} is deprecated, use {self.new_flag}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def add_run_arguments(parser: argparse.ArgumentParser, flags: list[tuple[str, str, dict[str, Any]]]) -> None:
     """``--config``/``--preset`` plus one overriding flag per config field."""
     source = parser.add_mutually_exclusive_group()
@@ -57,6 +69,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, flags: list[tuple[str, st
     source.add_argument("--preset", help="configuration preset (file name in napari_lightmycells/configs)")
     for flag, field, kwargs in flags:
         parser.add_argument(flag, dest=field, **{"default": None, **kwargs})
+    parser.add_argument("--patch-size", dest="crop_size", type=int, action=DeprecatedAlias, new_flag="--crop-size",
+                        default=None, help=argparse.SUPPRESS)
     parser.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the model")
     parser.add_argument("--no-augment", action="store_true", help="disable data augmentation")
     parser.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")

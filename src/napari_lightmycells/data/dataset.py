@@ -1,12 +1,12 @@
-"""Torch datasets over study cases: paired (input plane -> organelle) patches and unlabelled patches.
+"""Torch datasets over study cases: paired (input plane -> organelle) crops and unlabelled crops.
 
 * Training: each ``__getitem__`` picks a random focus plane of the case (or its best focus) and a random
-  ``patch_size`` crop.
-* Validation: every (plane, target) pair is covered by a fixed grid of ``patch_size`` tiles (the last
+  ``crop_size`` crop.
+* Validation: every (plane, target) pair is covered by a fixed grid of ``crop_size`` tiles (the last
   tile of a row/column is aligned to the image border), so validation is deterministic, sees whole
-  images and batches like training patches (which fixed-size ViT encoders need).
+  images and batches like training crops (which fixed-size ViT encoders need).
 
-Images smaller than the patch are mirror padded (``numpy`` ``reflect``, repeated as often as needed).
+Images smaller than the crop are mirror padded (``numpy`` ``reflect``, repeated as often as needed).
 Inputs and targets are normalised per image (statistics of the whole image, applied to the crop).
 """
 
@@ -59,12 +59,12 @@ def mirror_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(image, pads, mode="reflect")
 
 
-def tile_origins(size: int, patch: int) -> list[int]:
-    """Start offsets of patch-sized tiles covering ``size`` (last one aligned to the end)."""
-    if size <= patch:
+def tile_origins(size: int, tile: int) -> list[int]:
+    """Start offsets of ``tile``-sized tiles covering ``size`` (last one aligned to the end)."""
+    if size <= tile:
         return [0]
-    count = math.ceil(size / patch)
-    return [min(i * patch, size - patch) for i in range(count)]
+    count = math.ceil(size / tile)
+    return [min(i * tile, size - tile) for i in range(count)]
 
 
 class ImageCache:
@@ -106,15 +106,15 @@ class ImageCache:
         return {**self.__dict__, "_arrays": OrderedDict(), "_stats": {}}
 
 
-def _crop(array: np.ndarray, stats: NormStats, y: int, x: int, patch: int) -> torch.Tensor:
-    """Normalised float32 (1, patch, patch) tensor of ``array[y:y+patch, x:x+patch]`` (mirror padded)."""
-    crop = mirror_pad(array, patch, patch)[y : y + patch, x : x + patch]
+def _crop(array: np.ndarray, stats: NormStats, y: int, x: int, size: int) -> torch.Tensor:
+    """Normalised float32 (1, size, size) tensor of ``array[y:y+size, x:x+size]`` (mirror padded)."""
+    crop = mirror_pad(array, size, size)[y : y + size, x : x + size]
     out = (crop.astype(np.float32) - np.float32(stats.offset)) / np.float32(stats.scale)
     return torch.from_numpy(np.ascontiguousarray(out))[None]
 
 
-def _random_origin(shape: tuple[int, int], patch: int) -> tuple[int, int]:
-    max_y, max_x = max(shape[0] - patch, 0), max(shape[1] - patch, 0)
+def _random_origin(shape: tuple[int, int], size: int) -> tuple[int, int]:
+    max_y, max_x = max(shape[0] - size, 0), max(shape[1] - size, 0)
     y, x = torch.randint(0, max_y + 1, ()).item(), torch.randint(0, max_x + 1, ()).item()
     return int(y), int(x)
 
@@ -124,7 +124,7 @@ class PairedDataset(Dataset):
 
     ``mode="train"``: item ``i`` is case ``i % len(cases)`` with a random plane (``focus="random"``) or
     its least blurry plane (``focus="best"``) and a random crop; ``samples_per_case`` repeats cases in
-    an epoch. ``mode="val"``: every plane of every case, tiled with a fixed grid of patches.
+    an epoch. ``mode="val"``: every plane of every case, tiled with a fixed grid of crops.
     Randomness comes from torch's generator (seeded per DataLoader worker; ``torch.manual_seed`` in tests).
     """
 
@@ -132,7 +132,7 @@ class PairedDataset(Dataset):
         self,
         cases: Sequence[Case],
         organelle: str,
-        patch_size: int = 256,
+        crop_size: int = 256,
         mode: str = "train",
         normalization: str = "zscore",
         focus: str = "random",
@@ -150,7 +150,7 @@ class PairedDataset(Dataset):
         if not cases:
             raise DataError(f"No cases to build a {mode} dataset for {self.organelle}.")
         self.cases = list(cases)
-        self.patch_size = int(patch_size)
+        self.crop_size = int(crop_size)
         self.mode = mode
         self.focus = focus
         self.samples_per_case = samples_per_case
@@ -163,8 +163,8 @@ class PairedDataset(Dataset):
         for case in self.cases:
             height, width = _plane_shape(case.planes()[0])
             for plane in case.planes():
-                for y in tile_origins(height, self.patch_size):
-                    items += [(case, plane, y, x) for x in tile_origins(width, self.patch_size)]
+                for y in tile_origins(height, self.crop_size):
+                    items += [(case, plane, y, x) for x in tile_origins(width, self.crop_size)]
         return items
 
     def __len__(self) -> int:
@@ -185,9 +185,9 @@ class PairedDataset(Dataset):
                 f"{case.targets[self.organelle].name} is {target.shape}."
             )
         if y is None:
-            y, x = _random_origin(image.shape, self.patch_size)
-        patch = self.patch_size
-        return _crop(image, image_stats, y, x, patch), _crop(target, target_stats, y, x, patch)
+            y, x = _random_origin(image.shape, self.crop_size)
+        size = self.crop_size
+        return _crop(image, image_stats, y, x, size), _crop(target, target_stats, y, x, size)
 
     def _train_plane(self, case: Case) -> Plane:
         planes = case.planes()
@@ -205,7 +205,7 @@ class UnlabelledDataset(Dataset):
     def __init__(
         self,
         cases: Sequence[Case],
-        patch_size: int = 256,
+        crop_size: int = 256,
         normalization: str = "zscore",
         samples_per_plane: int = 1,
         cache_size: int = 8,
@@ -213,7 +213,7 @@ class UnlabelledDataset(Dataset):
         self.planes = [plane for case in cases for plane in case.planes()]
         if not self.planes:
             raise DataError("No input planes to build an unlabelled dataset from.")
-        self.patch_size = int(patch_size)
+        self.crop_size = int(crop_size)
         self.samples_per_plane = samples_per_plane
         self.cache = ImageCache(cache_size, normalization)
 
@@ -222,8 +222,8 @@ class UnlabelledDataset(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image, stats = self.cache.get(self.planes[index % len(self.planes)])
-        y, x = _random_origin(image.shape, self.patch_size)
-        return _crop(image, stats, y, x, self.patch_size)
+        y, x = _random_origin(image.shape, self.crop_size)
+        return _crop(image, stats, y, x, self.crop_size)
 
 
 def _plane_shape(plane: Plane) -> tuple[int, int]:

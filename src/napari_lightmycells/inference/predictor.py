@@ -52,15 +52,15 @@ class FileResult:
 class _LoadedModel:
     model: nn.Module
     normalization: str
-    patch_size: int
+    token_size: int
 
 
 class Predictor:
     """Runs organelle models on images of any size, tile by tile.
 
-    ``models`` maps organelle names to ``nn.Module`` objects (with a ``patch_size`` attribute) or
+    ``models`` maps organelle names to ``nn.Module`` objects (with a ``token_size`` attribute) or
     checkpoint paths. ``overlap`` is a fraction of ``tile_size`` (0 to 0.5). ``tile_size`` is rounded
-    down to a multiple of each model's patch size. ``normalization`` overrides the models'
+    down to a multiple of each model's token size. ``normalization`` overrides the models'
     (checkpoints carry theirs; plain modules default to ``"zscore"``). ``precision`` is ``"auto"`` (bf16 on
     CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"`` (also fast on recent CPUs) or ``"fp16"`` (CUDA). On out-of-memory errors the batch
     size, then the tile size, is halved and the image retried; the reduced settings are kept.
@@ -195,16 +195,16 @@ class Predictor:
             if card.organelle and card.organelle != organelle:
                 warnings.warn(f"{card.path} was trained for {card.organelle} but is used for {organelle}.", stacklevel=2)
             card_normalization = card.normalization
-        patch_size = getattr(model, "patch_size", None)
-        if not isinstance(patch_size, int) or patch_size < 1:
-            raise ModelError(f"{type(model).__name__} has no integer `patch_size` attribute; it cannot be tiled.")
+        token_size = getattr(model, "token_size", None)
+        if not isinstance(token_size, int) or token_size < 1:
+            raise ModelError(f"{type(model).__name__} has no integer `token_size` attribute; it cannot be tiled.")
         model = model.to(self.device).eval()
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        return _LoadedModel(model, normalization or card_normalization or "zscore", patch_size)
+        return _LoadedModel(model, normalization or card_normalization or "zscore", token_size)
 
     def _tile_size(self, loaded: _LoadedModel) -> int:
-        return max(loaded.patch_size, self.tile_size // loaded.patch_size * loaded.patch_size)
+        return max(loaded.token_size, self.tile_size // loaded.token_size * loaded.token_size)
 
     def _count_tiles(self, plane: np.ndarray, loaded: _LoadedModel) -> int:
         return count_tiles(plane.shape, self._tile_size(loaded), self.overlap)
@@ -230,8 +230,8 @@ class Predictor:
         if self.batch_size > 1:
             self.batch_size //= 2
             logger.warning("Out of memory (%s); retrying with batch size %d", message, self.batch_size)
-        elif tile_size > loaded.patch_size:
-            self.tile_size = max(loaded.patch_size, tile_size // 2 // loaded.patch_size * loaded.patch_size)
+        elif tile_size > loaded.token_size:
+            self.tile_size = max(loaded.token_size, tile_size // 2 // loaded.token_size * loaded.token_size)
             logger.warning("Out of memory (%s); retrying with %d px tiles", message, self.tile_size)
         else:
             raise ModelError(

@@ -1,6 +1,6 @@
 """Tiled prediction of 2D images of any size with smoothly blended overlaps.
 
-Every tile is exactly ``tile_size x tile_size`` (so it is a multiple of the model's patch size and all
+Every tile is exactly ``tile_size x tile_size`` (so it is a multiple of the model's token size and all
 tiles batch together). Tiles are cut on the fly from the image with mirror (reflect) indexing, so the
 image is never padded in memory: images smaller than a tile are reflected (repeatedly if needed) up to
 one tile, as BiaPy does, and when an axis needs several tiles the border tiles see a mirrored margin of

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..legacy import ENCODER_RENAMES, renamed
 from ..models import UNETRConfig, ViTConfig
 from . import unetr_standalone
 
@@ -19,8 +20,8 @@ def standalone_kwargs(config: UNETRConfig) -> dict[str, Any]:
     enc = config.encoder
     return {
         "in_channels": enc.in_channels,
-        "img_size": enc.img_size,
-        "patch_size": enc.patch_size,
+        "crop_size": enc.crop_size,
+        "token_size": enc.token_size,
         "embed_dim": enc.embed_dim,
         "depth": enc.depth,
         "num_heads": enc.num_heads,
@@ -36,8 +37,8 @@ def standalone_kwargs(config: UNETRConfig) -> dict[str, Any]:
 
 def config_from_standalone_kwargs(kwargs: dict[str, Any]) -> UNETRConfig:
     """Inverse of :func:`standalone_kwargs`."""
-    kwargs = dict(kwargs)
-    encoder = ViTConfig(**{k: kwargs.pop(k) for k in ("in_channels", "img_size", "patch_size", "embed_dim",
+    kwargs = renamed(kwargs, ENCODER_RENAMES)  # packages exported before the rename
+    encoder = ViTConfig(**{k: kwargs.pop(k) for k in ("in_channels", "crop_size", "token_size", "embed_dim",
                                                       "depth", "num_heads", "mlp_ratio") if k in kwargs})
     skips = kwargs.pop("skip_blocks", None)
     return UNETRConfig(encoder=encoder, skip_blocks=tuple(skips) if skips is not None else None, **kwargs)

@@ -29,12 +29,12 @@ def synthetic_transmitted_light(size: int, seed: int = 0) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def crop_to_patch_multiple(image: np.ndarray, max_size: int, patch_size: int) -> np.ndarray:
-    """Centre crop of a 2D ``image``: sides at most ``max_size``, floored to multiples of ``patch_size``."""
+def crop_to_token_multiple(image: np.ndarray, max_size: int, token_size: int) -> np.ndarray:
+    """Centre crop of a 2D ``image``: sides at most ``max_size``, floored to multiples of ``token_size``."""
     image = np.squeeze(np.asarray(image, dtype=np.float32))
-    if image.ndim != 2 or min(image.shape) < patch_size:
-        raise DataError(f"test_image must be 2D with sides >= {patch_size}, got shape {image.shape}")
-    sizes = [min(side, max_size) // patch_size * patch_size for side in image.shape]
+    if image.ndim != 2 or min(image.shape) < token_size:
+        raise DataError(f"test_image must be 2D with sides >= {token_size}, got shape {image.shape}")
+    sizes = [min(side, max_size) // token_size * token_size for side in image.shape]
     starts = [(side - size) // 2 for side, size in zip(image.shape, sizes)]
     return image[starts[0] : starts[0] + sizes[0], starts[1] : starts[1] + sizes[1]]
 
@@ -80,7 +80,7 @@ Transformer encoder, convolutional decoder) as in the BiaPy solution to the Ligh
 ## Input and output
 
 - Input `input`: one transmitted-light plane, axes (batch, channel, y, x), float32. Height and width
-  must be multiples of {enc.patch_size} pixels; the model was trained on {enc.img_size}x{enc.img_size} patches.
+  must be multiples of {enc.token_size} pixels; the model was trained on {enc.crop_size}x{enc.crop_size} crops.
   Use the in-focus plane of a z-stack.
 - Preprocessing: {normalization}.
 - Output `output`: the predicted {organelle} image, same size as the input, **in the normalised
@@ -88,11 +88,11 @@ Transformer encoder, convolutional decoder) as in the BiaPy solution to the Ligh
   input's intensity range, `prediction * std(input) + mean(input)`, as BiaPy does. The bioimage.io
   spec has no operation for this (`scale_mean_variance` would also re-standardise the prediction), and
   any affine map leaves the challenge metrics unchanged, which percentile-normalise predictions.
-- Large images are best predicted in overlapping tiles of about {enc.img_size} pixels.
+- Large images are best predicted in overlapping tiles of about {enc.crop_size} pixels.
 
 ## Architecture
 
-ViT encoder: {enc.embed_dim}-dimensional tokens of {enc.patch_size}x{enc.patch_size} pixels, {enc.depth} blocks,
+ViT encoder: {enc.embed_dim}-dimensional tokens of {enc.token_size}x{enc.token_size} pixels, {enc.depth} blocks,
 {enc.num_heads} heads, fixed 2D sin-cos positional embedding (resampled bicubically for other input
 sizes). Decoder: skips from blocks {list(cfg.resolved_skip_blocks())}, {cfg.decoder_filters} base filters,
 {cfg.kernel_size}x{cfg.kernel_size} kernels, `{cfg.decoder_norm}` normalisation, `{cfg.decoder_activation}` activation.
@@ -102,7 +102,7 @@ organelle, modality, provenance): `lightmycells import` restores the checkpoint 
 
 ## Validation
 
-The test tensors of this package (a {enc.img_size}x{enc.img_size} image and this model's prediction) are
+The test tensors of this package (a {enc.crop_size}x{enc.crop_size} image and this model's prediction) are
 reproduced by `bioimageio.core.test_model`. For accuracy on the LightMyCells challenge data (SSIM,
 Pearson correlation, Euclidean and cosine distances per organelle), see the paper below.
 

@@ -21,7 +21,7 @@ from .assets import (
     PAPER_DOI,
     PREPRINT_DOI,
     PROJECT_URL,
-    crop_to_patch_multiple,
+    crop_to_token_multiple,
     readme,
     synthetic_transmitted_light,
     write_cover,
@@ -81,8 +81,8 @@ def describe(model, card: ModelCard, folder: Path, name, authors, cover, test_im
     from bioimageio.spec.model import v0_5 as spec
 
     enc = card.config.encoder
-    image = test_image if test_image is not None else synthetic_transmitted_light(enc.img_size)
-    image = crop_to_patch_multiple(image, enc.img_size, enc.patch_size)
+    image = test_image if test_image is not None else synthetic_transmitted_light(enc.crop_size)
+    image = crop_to_token_multiple(image, enc.crop_size, enc.token_size)
     prediction = predict_normalised(model, image, card.normalization)
     np.save(folder / "test_input.npy", image[None, None])
     np.save(folder / "test_output.npy", prediction[None, None])
@@ -102,7 +102,7 @@ def describe(model, card: ModelCard, folder: Path, name, authors, cover, test_im
     input_id, output_id = spec.TensorId("input"), spec.TensorId("output")
     modality = "_".join(card.modality) or "transmitted_light"
     organelle = card.organelle or "prediction"
-    step = spec.ParameterizedSize(min=enc.patch_size, step=enc.patch_size)
+    step = spec.ParameterizedSize(min=enc.token_size, step=enc.token_size)
     pytorch_version = spec.Version(torch.__version__.split("+")[0])
     weights = spec.WeightsDescr(
         pytorch_state_dict=spec.PytorchStateDictWeightsDescr(

@@ -4,7 +4,7 @@ Same network, parameter names and numerics as ``napari_lightmycells.models.UNETR
 encoder with timm-style blocks whose tokens feed a convolutional U-Net decoder; Franco-Barranco
 et al., ISBI 2024), written without any dependency beyond ``torch`` so that any bioimage.io
 consumer can build it: ``UNETR2D(**kwargs)`` with the kwargs of the package's architecture entry.
-Inputs are ``(batch, in_channels, height, width)`` with sides a multiple of ``patch_size``.
+Inputs are ``(batch, in_channels, height, width)`` with sides a multiple of ``token_size``.
 The module is TorchScript-compatible (hence ``typing`` annotations, for older PyTorch versions).
 """
 # ruff: noqa: UP006, UP035, UP045
@@ -19,9 +19,9 @@ ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU,
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, in_channels: int, embed_dim: int, patch_size: int):
+    def __init__(self, in_channels: int, embed_dim: int, token_size: int):
         super().__init__()
-        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=token_size, stride=token_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
@@ -68,11 +68,11 @@ class Block(nn.Module):
 class ViTEncoder(nn.Module):
     """Patch embedding, class token, fixed positional embedding (resampled to the input's grid), blocks."""
 
-    def __init__(self, in_channels: int, img_size: int, patch_size: int, embed_dim: int, depth: int,
+    def __init__(self, in_channels: int, crop_size: int, token_size: int, embed_dim: int, depth: int,
                  num_heads: int, mlp_ratio: float):
         super().__init__()
-        self.grid_size = img_size // patch_size
-        self.patch_embed = PatchEmbed(in_channels, embed_dim, patch_size)
+        self.grid_size = crop_size // token_size
+        self.patch_embed = PatchEmbed(in_channels, embed_dim, token_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid_size**2, embed_dim), requires_grad=False)
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)])
@@ -135,23 +135,23 @@ class UNETRDecoder(nn.Module):
 class UNETR2D(nn.Module):
     """UNETR for 2D image-to-image regression: ``(B, in_channels, H, W) -> (B, out_channels, H, W)``."""
 
-    def __init__(self, in_channels: int = 1, img_size: int = 1024, patch_size: int = 32, embed_dim: int = 768,
+    def __init__(self, in_channels: int = 1, crop_size: int = 1024, token_size: int = 32, embed_dim: int = 768,
                  depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, out_channels: int = 1,
                  decoder_filters: int = 32, kernel_size: int = 9, skip_blocks: Optional[List[int]] = None,
                  decoder_norm: str = "in", decoder_activation: str = "relu"):
         super().__init__()
-        levels = patch_size.bit_length() - 1
+        levels = token_size.bit_length() - 1
         if skip_blocks is None:
             every = max(1, depth // levels)
             skip_blocks = [every * i for i in range(1, levels)]
-        self.patch_size = patch_size
+        self.token_size = token_size
         self.skip_blocks: List[int] = list(skip_blocks)
-        self.encoder = ViTEncoder(in_channels, img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio)
+        self.encoder = ViTEncoder(in_channels, crop_size, token_size, embed_dim, depth, num_heads, mlp_ratio)
         self.decoder = UNETRDecoder(in_channels, embed_dim, levels, out_channels, decoder_filters, kernel_size,
                                     decoder_norm, decoder_activation)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        rows, cols = image.shape[-2] // self.patch_size, image.shape[-1] // self.patch_size
+        rows, cols = image.shape[-2] // self.token_size, image.shape[-1] // self.token_size
         tokens = self.encoder.patch_embed(image)
         pos = self.encoder.pos_embed_for(rows, cols).to(tokens.dtype)
         cls = self.encoder.cls_token.expand(tokens.shape[0], -1, -1) + pos[:, :1]

@@ -2,7 +2,7 @@
 
 BiaPy checkpoints are ``torch.save`` dicts with the weights under ``"model"`` and the run's
 configuration under ``"cfg"``. The architecture is read from the configuration, cross-checked
-against the weight shapes (which alone give the patch size, widths, depth, kernel size and
+against the weight shapes (which alone give the token size, widths, depth, kernel size and
 decoder normalisation), and the parameter names are mapped onto :class:`UNETR2D`.
 """
 
@@ -43,10 +43,10 @@ def unetr_config_from_biapy(cfg: dict[str, Any], state: dict[str, torch.Tensor])
         first_conv = state["two_yellow_layers.0.block.0.block.0.weight"]
     except KeyError as missing:
         raise CheckpointError(f"Not a BiaPy UNETR state dict: parameter {missing} is missing.") from None
-    embed_dim, in_channels, patch_size, _ = proj.shape
+    embed_dim, in_channels, token_size, _ = proj.shape
     depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
     grid = math.isqrt(state["pos_embed"].shape[1] - 1)
-    levels = int(math.log2(patch_size))
+    levels = int(math.log2(token_size))
     mult = int(model_cfg.get("UNETR_VIT_HIDD_MULT", -1))
     if mult <= 0:
         mult = max(1, depth // levels)
@@ -54,8 +54,8 @@ def unetr_config_from_biapy(cfg: dict[str, Any], state: dict[str, torch.Tensor])
     return UNETRConfig(
         encoder=ViTConfig(
             in_channels=int(in_channels),
-            img_size=int(grid * patch_size),
-            patch_size=int(patch_size),
+            crop_size=int(grid * token_size),
+            token_size=int(token_size),
             embed_dim=int(embed_dim),
             depth=depth,
             num_heads=int(model_cfg.get("VIT_NUM_HEADS", 12)),

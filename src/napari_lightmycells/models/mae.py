@@ -41,7 +41,7 @@ class MAEConfig:
     @classmethod
     def from_dict(cls, data: dict) -> MAEConfig:
         data = dict(data)
-        data["encoder"] = ViTConfig(**data["encoder"])
+        data["encoder"] = ViTConfig.from_dict(data["encoder"])
         return cls(**data)
 
 
@@ -61,14 +61,14 @@ class MAEOutput:
 
 
 class MAE2D(nn.Module):
-    """ViT masked autoencoder for ``(B, C, H, W)`` images with sides multiple of the patch size."""
+    """ViT masked autoencoder for ``(B, C, H, W)`` images with sides multiple of the token size."""
 
     def __init__(self, config: MAEConfig):
         super().__init__()
         config.validate()
         self.config = config
         enc = config.encoder
-        self.patch_size = enc.patch_size
+        self.token_size = enc.token_size
         self.encoder = ViTEncoder(enc)
         self.norm = nn.LayerNorm(enc.embed_dim)
         self.decoder_embed = nn.Linear(enc.embed_dim, config.decoder_embed_dim)
@@ -83,7 +83,7 @@ class MAE2D(nn.Module):
         for block in self.decoder_blocks:
             block.attn.fused_attn = True
         self.decoder_norm = nn.LayerNorm(config.decoder_embed_dim)
-        self.decoder_pred = nn.Linear(config.decoder_embed_dim, enc.patch_size**2 * enc.in_channels)
+        self.decoder_pred = nn.Linear(config.decoder_embed_dim, enc.token_size**2 * enc.in_channels)
         nn.init.normal_(self.mask_token, std=0.02)
         for module in [self.decoder_embed, self.decoder_pred, *self.decoder_blocks.modules()]:
             if isinstance(module, nn.Linear):
@@ -94,13 +94,13 @@ class MAE2D(nn.Module):
     def patchify(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W) -> (B, N, p*p*C)`` in row-major token order."""
         b, c, h, w = images.shape
-        p = self.patch_size
+        p = self.token_size
         x = images.reshape(b, c, h // p, p, w // p, p)
         return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
 
     def unpatchify(self, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Inverse of :meth:`patchify`."""
-        b, p, (rows, cols) = patches.shape[0], self.patch_size, grid
+        b, p, (rows, cols) = patches.shape[0], self.token_size, grid
         c = patches.shape[-1] // (p * p)
         x = patches.reshape(b, rows, cols, p, p, c).permute(0, 5, 1, 3, 2, 4)
         return x.reshape(b, c, rows * p, cols * p)
@@ -164,7 +164,7 @@ class MAE2D(nn.Module):
         if self.config.norm_pix_loss:  # back to image intensities using the visible statistics of each patch
             target = self.patchify(images)
             pred = pred * (target.var(dim=-1, keepdim=True) + 1e-6).sqrt() + target.mean(dim=-1, keepdim=True)
-        p, c = self.patch_size, images.shape[1]
+        p, c = self.token_size, images.shape[1]
         pixel_mask = self.unpatchify(out.mask.unsqueeze(-1).expand(-1, -1, p * p * c), out.grid)
         reconstruction = self.unpatchify(pred, out.grid).to(images.dtype)
         return {

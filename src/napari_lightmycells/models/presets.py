@@ -8,9 +8,9 @@ from .mae import MAEConfig
 from .unetr import UNETRConfig
 from .vit import ViTConfig
 
-PAPER_ENCODER = ViTConfig(img_size=1024, patch_size=32, embed_dim=768, depth=12, num_heads=12)
-SMALL_ENCODER = ViTConfig(img_size=256, patch_size=16, embed_dim=192, depth=6, num_heads=3)
-TINY_ENCODER = ViTConfig(img_size=64, patch_size=8, embed_dim=48, depth=4, num_heads=2)
+PAPER_ENCODER = ViTConfig(crop_size=1024, token_size=32, embed_dim=768, depth=12, num_heads=12)
+SMALL_ENCODER = ViTConfig(crop_size=256, token_size=16, embed_dim=192, depth=6, num_heads=3)
+TINY_ENCODER = ViTConfig(crop_size=64, token_size=8, embed_dim=48, depth=4, num_heads=2)
 
 UNETR_PRESETS: dict[str, UNETRConfig] = {
     # Franco-Barranco et al. 2024: skips from blocks 3, 6, 9, 12; 32 filters doubling; 9x9 kernels.
@@ -43,7 +43,7 @@ ORGANELLE_PRESETS = {
 
 
 def unetr_config(name: str, **encoder_overrides) -> UNETRConfig:
-    """A UNETR preset, optionally with encoder fields changed (e.g. ``img_size=512``)."""
+    """A UNETR preset, optionally with encoder fields changed (e.g. ``crop_size=512``)."""
     if name not in UNETR_PRESETS:
         raise KeyError(f"Unknown UNETR preset {name!r}: choose from {', '.join(UNETR_PRESETS)}")
     config = UNETR_PRESETS[name]

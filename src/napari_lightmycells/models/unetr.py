@@ -4,7 +4,7 @@ Layout follows BiaPy's UNETR (Franco-Barranco et al., ISBI 2024) so its checkpoi
 one-to-one (see :mod:`.biapy`): the last encoder block goes through a transposed convolution
 (bottleneck); ``levels - 1`` earlier blocks are projected up to their decoder level ("skip
 projections"), concatenated and fused by double convolutions; the raw input joins at full resolution.
-``levels = log2(patch_size)``.
+``levels = log2(token_size)``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class UNETRConfig:
 
     @property
     def levels(self) -> int:
-        return int(math.log2(self.encoder.patch_size))
+        return int(math.log2(self.encoder.token_size))
 
     def resolved_skip_blocks(self) -> tuple[int, ...]:
         """The encoder blocks (1-based, shallow to deep) whose tokens feed decoder levels."""
@@ -45,9 +45,9 @@ class UNETRConfig:
         return tuple(every * i for i in range(1, self.levels))
 
     def validate(self) -> None:
-        p = self.encoder.patch_size
+        p = self.encoder.token_size
         if p < 2 or 2**self.levels != p:
-            raise ValueError(f"patch_size must be a power of two >= 2 (the decoder doubles per level), got {p}")
+            raise ValueError(f"token_size must be a power of two >= 2 (the decoder doubles per level), got {p}")
         blocks = self.resolved_skip_blocks()
         if len(blocks) != self.levels - 1 or not all(1 <= b <= self.encoder.depth for b in blocks):
             raise ValueError(
@@ -64,7 +64,7 @@ class UNETRConfig:
     @classmethod
     def from_dict(cls, data: dict) -> UNETRConfig:
         data = dict(data)
-        data["encoder"] = ViTConfig(**data["encoder"])
+        data["encoder"] = ViTConfig.from_dict(data["encoder"])
         if data.get("skip_blocks") is not None:
             data["skip_blocks"] = tuple(data["skip_blocks"])
         return cls(**data)
@@ -124,14 +124,14 @@ class UNETRDecoder(nn.Module):
 class UNETR2D(nn.Module):
     """UNETR for 2D image-to-image regression: ``(B, C_in, H, W) -> (B, C_out, H, W)``.
 
-    ``H`` and ``W`` must be multiples of ``patch_size``; they need not equal the training size.
+    ``H`` and ``W`` must be multiples of ``token_size``; they need not equal the training size.
     """
 
     def __init__(self, config: UNETRConfig):
         super().__init__()
         config.validate()
         self.config = config
-        self.patch_size = config.encoder.patch_size
+        self.token_size = config.encoder.token_size
         self.encoder = ViTEncoder(config.encoder)
         self.decoder = UNETRDecoder(config)
         self._skip_blocks = config.resolved_skip_blocks()

@@ -1,9 +1,9 @@
 """ViT encoder shared by :class:`UNETR2D` and :class:`MAE2D`, built from timm blocks.
 
-Tokens are ``patch_size``² pixel squares embedded by a strided convolution; a class token is
+Tokens are ``token_size``² pixel squares embedded by a strided convolution; a class token is
 prepended and fixed 2D sin-cos positional embeddings are added (stored in the state dict, so
 weights trained elsewhere, e.g. by BiaPy, load unchanged). Inputs whose sides are any multiple of
-the patch size are accepted: the positional embedding grid is resampled to the input's grid.
+the token size are accepted: the positional embedding grid is resampled to the input's grid.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from ..errors import DataError
+from ..legacy import ENCODER_RENAMES, renamed
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,8 @@ class ViTConfig:
     """Encoder hyper-parameters (the paper: 768 / 12 layers / 12 heads / 32-pixel tokens)."""
 
     in_channels: int = 1
-    img_size: int = 1024
-    patch_size: int = 32
+    crop_size: int = 1024  # side of the training crops, pixels (sets the stored positional grid)
+    token_size: int = 32  # side of a token, pixels
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
@@ -34,7 +35,12 @@ class ViTConfig:
 
     @property
     def grid_size(self) -> int:
-        return self.img_size // self.patch_size
+        return self.crop_size // self.token_size
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ViTConfig:
+        """From a stored dict, including those written with the old names ``img_size``/``patch_size``."""
+        return cls(**renamed(data, ENCODER_RENAMES))
 
 
 def sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
@@ -68,13 +74,13 @@ class ViTEncoder(nn.Module):
 
     def __init__(self, config: ViTConfig):
         super().__init__()
-        if config.img_size % config.patch_size:
-            raise ValueError(f"img_size {config.img_size} is not a multiple of patch_size {config.patch_size}")
+        if config.crop_size % config.token_size:
+            raise ValueError(f"crop_size {config.crop_size} is not a multiple of token_size {config.token_size}")
         self.config = config
-        self.patch_size = config.patch_size
+        self.token_size = config.token_size
         self.patch_embed = PatchEmbed(
-            img_size=config.img_size,
-            patch_size=config.patch_size,
+            img_size=config.crop_size,
+            patch_size=config.token_size,
             in_chans=config.in_channels,
             embed_dim=config.embed_dim,
             strict_img_size=False,
@@ -100,11 +106,11 @@ class ViTEncoder(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def grid_of(self, x: torch.Tensor) -> tuple[int, int]:
-        """Token grid ``(rows, cols)`` for an input batch; raises if a side is not a multiple of the patch."""
+        """Token grid ``(rows, cols)`` for an input batch; raises if a side is not a multiple of the token."""
         if x.ndim != 4:
             raise DataError(f"Expected a (batch, channels, height, width) tensor, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        p = self.patch_size
+        p = self.token_size
         if h % p or w % p or h == 0 or w == 0:
             raise DataError(
                 f"Input of {h}x{w} pixels is not a multiple of the {p}-pixel token size; "

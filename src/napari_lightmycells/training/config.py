@@ -18,6 +18,7 @@ from typing_extensions import Self
 
 from ..devices import PRECISIONS
 from ..errors import LightMyCellsError
+from ..legacy import RUN_CONFIG_RENAMES, renamed
 
 LOSSES = ("mse", "l1")
 
@@ -38,7 +39,7 @@ class RunConfig:
     max_steps: int | None = None  # stop (resumably) after this many optimiser steps in total
     batch_size: int = 2
     accumulate: int = 1  # micro-batches per optimiser step
-    patch_size: int = 1024
+    crop_size: int = 1024  # side of the random training crops = the model's image size, pixels
     lr: float = 1e-4
     min_lr: float = 1e-6
     weight_decay: float = 0.02
@@ -57,7 +58,7 @@ class RunConfig:
     save_previews: bool = False  # also write previews as PNG + TIFF under <output>/previews
 
     def validate(self) -> None:
-        positive = ("epochs", "batch_size", "accumulate", "patch_size")
+        positive = ("epochs", "batch_size", "accumulate", "crop_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
@@ -76,6 +77,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
+        data = renamed(data, RUN_CONFIG_RENAMES)  # configs written before the rename
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -43,12 +43,12 @@ def finetune(
 
 
 def build_unetr(config: TrainConfig, checkpoint: dict[str, Any] | None = None) -> UNETR2D:
-    """The model to train: resumed, or a preset (token grid sized to the patch) with an optional encoder init."""
+    """The model to train: resumed, or a preset (token grid sized to the crop) with an optional encoder init."""
     if checkpoint is not None:
         return resumed_model(checkpoint)
     if config.model not in UNETR_PRESETS:
         raise ConfigError(f"Unknown UNETR preset {config.model!r}: choose from {', '.join(UNETR_PRESETS)}.")
-    model = UNETR2D(unetr_config(config.model, img_size=config.patch_size))
+    model = UNETR2D(unetr_config(config.model, crop_size=config.crop_size))
     if config.init_encoder:
         try:
             model.encoder.load_state_dict_resampled(load_encoder_state(config.init_encoder))
@@ -69,7 +69,7 @@ def paired_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None]:
         raise ConfigError("No study folder given: set `data` in the config or pass --data.")
     study = discover_study(config.data, organelle=config.organelle, modality=config.modality)
     train_cases, val_cases = split_cases(study.cases, config.val_fraction, config.seed)
-    common = {"organelle": config.organelle, "patch_size": config.patch_size, "normalization": config.normalization}
+    common = {"organelle": config.organelle, "crop_size": config.crop_size, "normalization": config.normalization}
     train = PairedDataset(
         train_cases, mode="train", focus=config.focus, samples_per_case=config.samples_per_case, **common
     )

@@ -37,13 +37,13 @@ def pretrain(
 
 
 def build_mae(config: PretrainConfig, checkpoint: dict[str, Any] | None = None) -> MAE2D:
-    """The MAE to train: resumed, or a preset whose token grid matches the patch size."""
+    """The MAE to train: resumed, or a preset whose token grid matches the crop size."""
     if checkpoint is not None:
         return resumed_model(checkpoint)
     if config.model not in MAE_PRESETS:
         raise ConfigError(f"Unknown MAE preset {config.model!r}: choose from {', '.join(MAE_PRESETS)}.")
     preset = mae_config(config.model)
-    return MAE2D(replace(preset, encoder=replace(preset.encoder, img_size=config.patch_size)))
+    return MAE2D(replace(preset, encoder=replace(preset.encoder, crop_size=config.crop_size)))
 
 
 def unlabelled_dataset(config: PretrainConfig) -> tuple[Dataset, tuple[str, ...]]:
@@ -55,7 +55,7 @@ def unlabelled_dataset(config: PretrainConfig) -> tuple[Dataset, tuple[str, ...]
         raise ConfigError("No image folder given: set `data` in the config or pass --data.")
     study = discover_study(config.data)
     dataset = UnlabelledDataset(
-        study.cases, patch_size=config.patch_size, normalization=config.normalization,
+        study.cases, crop_size=config.crop_size, normalization=config.normalization,
         samples_per_plane=config.samples_per_plane,
     )
     return dataset, tuple(study.modalities())

@@ -41,7 +41,7 @@ POLL_MS = 100
 LAYERS, FOLDER = "image layers", "study folder"
 LAYERS_STUDY = "layers_study"  # inside the output folder, so that a resumed run finds its data again
 CHECKPOINT_FILTER = "*.pt *.pth *.ckpt"
-TRAINING_MEMORY_HINT = "Lower the batch size or the patch size, or close other programs using the device."
+TRAINING_MEMORY_HINT = "Lower the batch size or the crop size, or close other programs using the device."
 PREVIEW_GAP_PX = 8
 PREVIEW_KEY = "training_preview"  # layer metadata: epoch of a preview layer
 
@@ -84,7 +84,7 @@ class TrainingWidget(Container):
         defaults = self.config_class()
         self.epochs = SpinBox(label="epochs", min=1, max=100_000, value=min(defaults.epochs, 50))
         self.batch_size = SpinBox(label="batch size", min=1, max=1024, value=defaults.batch_size)
-        self.patch_size = SpinBox(label="patch size (px)", min=32, max=4096, step=32, value=256)
+        self.crop_size = SpinBox(label="crop size (px)", min=32, max=4096, step=32, value=256)
         self.lr = FloatSpinBox(label="learning rate", min=1e-7, max=1.0, step=1e-5, value=defaults.lr)
         self.lr.native.setDecimals(7)
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
@@ -94,7 +94,7 @@ class TrainingWidget(Container):
         self.output = FileEdit(label="output folder", mode="d", value=Path.home() / "lightmycells" / self.task)
         self.resume = CheckBox(text="resume from output/last.pt", tooltip="Continue the stopped run in the output folder")
         self.settings = Container(widgets=[
-            *specific, self.epochs, self.batch_size, self.patch_size, self.lr, self.seed,
+            *specific, self.epochs, self.batch_size, self.crop_size, self.lr, self.seed,
             self.preview_every, self.workers, self.device, self.output, self.resume,
         ])
         self.settings.margins = (0, 0, 0, 0)
@@ -127,7 +127,7 @@ class TrainingWidget(Container):
     def common_settings(self) -> dict:
         return {
             "output": str(self.output.value), "epochs": self.epochs.value, "batch_size": self.batch_size.value,
-            "patch_size": self.patch_size.value, "lr": self.lr.value, "seed": self.seed.value,
+            "crop_size": self.crop_size.value, "lr": self.lr.value, "seed": self.seed.value,
             "preview_every": self.preview_every.value, "workers": self.workers.value, "device": self.device.value,
         }
 
