@@ -56,3 +56,27 @@ def synthetic_study(tmp_path_factory):
     """One 96x96 case: BF planes ``image_1_BF_z{0,1,2}.ome.tiff`` and ``image_1_Nucleus.ome.tiff``."""
     folder = tmp_path_factory.mktemp("study")
     return make_synthetic_study(folder, n_cases=1, size=96, n_planes=3, organelles=("Nucleus",))
+
+
+@pytest.fixture
+def read_only_folder(tmp_path, monkeypatch):
+    """A folder nobody may write in: ``chmod 555``, and as root (who ignores modes) creating files in it
+    fails with EACCES as it would for a user."""
+    import errno
+    import os
+    import tempfile
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        mkstemp = tempfile.mkstemp
+
+        def refuse(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).resolve() == folder.resolve():
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
+            return mkstemp(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    yield folder
+    folder.chmod(0o755)

@@ -14,3 +14,12 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     with open(out / "evaluation" / "metrics_per_image.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 9 and all(row["status"] == "ok" for row in rows)
+
+
+def test_demo_refuses_a_folder_holding_an_earlier_demo(tmp_path, capsys):
+    out = tmp_path / "demo"
+    (out / "run").mkdir(parents=True)
+    (out / "run" / "best.pt").write_bytes(b"an earlier model")
+    assert main(["demo", "-o", str(out), "--epochs", "1", "--device", "cpu"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert (out / "run" / "best.pt").read_bytes() == b"an earlier model"

@@ -79,7 +79,101 @@ def test_predicting_a_study_folder_skips_targets_and_earlier_predictions(study, 
     first = capsys.readouterr().out
     assert "skipped  " in first and "image_1_Nucleus.ome.tiff" in first and "organelle image" in first
     assert not (study / "image_1_Nucleus_Nucleus.ome.tiff").exists()
-    assert main(args) == 0  # outputs written next to the inputs are not taken as new inputs
+    before = {p: p.read_bytes() for p in study.glob("image_*_BF_z*_Nucleus.ome.tiff")}
+    assert main([*args, "--overwrite"]) == 2  # earlier predictions next to the inputs are inputs' organelle images
+    assert "never overwritten" in capsys.readouterr().err
     assert not any(study.glob("*_Nucleus_Nucleus.ome.tiff"))
+    assert before and all(p.read_bytes() == data for p, data in before.items())
     for path in study.glob("image_*_BF_z*_Nucleus.ome.tiff"):  # leave the shared study as it was
         path.unlink()
+
+
+# -- outputs never overwrite a user's files (issue 13) ------------------------------------------------------
+@pytest.fixture
+def cell_folder(tmp_path, study):
+    """``cell1.ome.tiff`` (bright field) next to ``cell1_Nucleus.ome.tiff`` (real fluorescence)."""
+    folder = tmp_path / "cells"
+    folder.mkdir()
+    (folder / "cell1.ome.tiff").write_bytes((study / "image_1_BF_z0.ome.tiff").read_bytes())
+    (folder / "cell1_Nucleus.ome.tiff").write_bytes((study / "image_1_Nucleus.ome.tiff").read_bytes())
+    return folder
+
+
+def _predict(inputs, out, checkpoint, *extra):
+    return main(["predict", *map(str, inputs), "-o", str(out), "-m", str(checkpoint), "--tile-size", "64", *extra])
+
+
+def test_predict_never_overwrites_ground_truth_next_to_the_input(cell_folder, checkpoint, capsys):
+    truth = (cell_folder / "cell1_Nucleus.ome.tiff").read_bytes()
+    for extra in ((), ("--overwrite",)):
+        assert _predict([cell_folder], cell_folder, checkpoint, *extra) == 2
+        err = capsys.readouterr().err
+        assert "cell1_Nucleus.ome.tiff is an organelle image among the inputs" in err and "-o" in err
+        assert err.count("\n") == 1
+    assert (cell_folder / "cell1_Nucleus.ome.tiff").read_bytes() == truth
+
+
+def test_inputs_with_the_same_stem_are_refused_before_writing(study, checkpoint, tmp_path, capsys):
+    source = (study / "image_1_BF_z0.ome.tiff").read_bytes()
+    for path in ("d1/x.tif", "d1/x.ome.tiff", "d2/x.tif"):
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_bytes(source)
+    out = tmp_path / "out"
+    assert _predict([tmp_path / "d1", tmp_path / "d2"], out, checkpoint) == 2
+    err = capsys.readouterr().err
+    assert "would both be predicted into x_Nucleus.ome.tiff" in err
+    assert not any(out.glob("*.tiff"))
+
+
+def test_existing_outputs_are_replaced_only_with_overwrite(study, checkpoint, tmp_path, capsys, caplog):
+    image = study / "image_1_BF_z0.ome.tiff"
+    out = tmp_path / "out"
+    out.mkdir()
+    existing = out / "image_1_BF_z0_Nucleus.ome.tiff"
+    existing.write_bytes(b"an earlier result")
+    (out / ".image_1_BF_z0_Nucleus.ome.tiff.k2j4.tmp").write_bytes(b"left by a killed run")
+    assert _predict([image], out, checkpoint) == 2
+    assert "1 output(s) already exist" in capsys.readouterr().err and existing.read_bytes() == b"an earlier result"
+    assert _predict([image], out, checkpoint, "--overwrite") == 0
+    assert read_image(existing).data.shape == read_image(image).data.shape
+    assert "Replacing 1 existing output(s)" in caplog.text
+    assert not list(out.glob(".*.tmp"))  # the stale temporary was cleaned
+
+
+def test_output_naming_a_file_or_a_read_only_folder_fails_before_predicting(
+    study, checkpoint, tmp_path, read_only_folder, capsys
+):
+    image = study / "image_1_BF_z0.ome.tiff"
+    (tmp_path / "taken.tif").write_bytes(b"x")
+    assert _predict([image], tmp_path / "taken.tif", checkpoint) == 2
+    assert "is an existing file" in capsys.readouterr().err
+    assert _predict([image], read_only_folder, checkpoint) == 2
+    err = capsys.readouterr().err
+    assert "is not writable" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", ["empty", "png"])
+def test_folder_without_tiff_inputs_is_an_error(checkpoint, tmp_path, capsys, content):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    if content == "png":
+        (folder / "a.png").write_bytes(b"\x89PNG")
+    assert _predict([folder], tmp_path / "out", checkpoint) == 2
+    err = capsys.readouterr().err
+    assert "Nothing to predict" in err and ("not a TIFF" in err if content == "png" else "empty folder" in err)
+
+
+def test_bad_overlap_is_refused_before_any_model_or_image_is_read(checkpoint, tmp_path, capsys, monkeypatch):
+    from napari_lightmycells.cli import predict
+
+    monkeypatch.setattr(predict, "resolve_model", lambda spec: pytest.fail("model loaded"))
+    assert _predict([tmp_path], tmp_path / "out", checkpoint, "--overlap", "0.9") == 2
+    assert "overlap must be" in capsys.readouterr().err
+
+
+def test_wrong_organelle_model_is_a_one_line_warning(study, checkpoint, tmp_path, capsys, caplog):
+    image = study / "image_1_BF_z0.ome.tiff"
+    code = main(["predict", str(image), "-o", str(tmp_path), "-m", f"Actin={checkpoint}", "--tile-size", "64"])
+    assert code == 0
+    assert "warning: nucleus.pt was trained for Nucleus but is used for Actin." in caplog.text
+    assert "UserWarning" not in capsys.readouterr().err

@@ -166,14 +166,15 @@ def test_predict_files_writes_ome_tiffs_and_reports_every_file(tmp_path, image):
     write_ome_tiff(inputs / "stack.ome.tiff", np.stack([image, image[::-1]]), pixel_size=(0.5, 0.5), z_step=1.0)
     (inputs / "broken.tif").write_bytes(b"not a tiff")
     (inputs / "notes.txt").write_text("hello")
-    missing = tmp_path / "missing.tif"
     predictor = Predictor({"Nucleus": StandIn(), "Actin": StandIn(gain=0.5)}, device="cpu", tile_size=64)
-    results = predictor.predict_files([inputs, missing], tmp_path / "out")
+    with pytest.raises(DataError, match="Input not found: .*missing.tif"):  # before anything is computed
+        predictor.predict_files([inputs, tmp_path / "missing.tif"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    results = predictor.predict_files([inputs], tmp_path / "out")
     status = {r.file.name: r.status for r in results}
-    assert status == {"broken.tif": "error", "cell_BF.ome.tiff": "ok", "notes.txt": "skipped",
-                      "stack.ome.tiff": "ok", "missing.tif": "error"}
+    assert status == {"broken.tif": "error", "cell_BF.ome.tiff": "ok", "notes.txt": "skipped", "stack.ome.tiff": "ok"}
     messages = {r.file.name: r.message for r in results}
-    assert "broken.tif" in messages["broken.tif"] and "not found" in messages["missing.tif"]
+    assert "broken.tif" in messages["broken.tif"]
     written = read_image(tmp_path / "out" / "cell_BF_Nucleus.ome.tiff")
     assert written.data.dtype == np.float32 and written.pixel_size == pytest.approx((0.2, 0.25))
     np.testing.assert_allclose(written.data, image, rtol=1e-5)

@@ -41,7 +41,7 @@ def test_predicts_sample_into_coloured_aligned_layer(viewer_and_widget, tiny_che
 
 
 def test_predicts_all_planes_of_an_opened_stack_for_two_organelles(
-    viewer_and_widget, synthetic_study, tiny_checkpoint, qtbot
+    viewer_and_widget, synthetic_study, tiny_checkpoint, qtbot, notifications
 ):
     viewer, widget = viewer_and_widget
     viewer.open(str(synthetic_study), plugin="napari-lightmycells")
@@ -57,6 +57,8 @@ def test_predicts_all_planes_of_an_opened_stack_for_two_organelles(
     actin = viewer.layers[f"{STACK} Actin"]
     assert actin.data.shape == (3, 96, 96) and actin.colormap.name == "red"
     assert tuple(actin.scale) == pytest.approx((1.0, 0.325, 0.325))
+    assert any(n.severity == "warning" and "trained for Nucleus but is used for Actin" in n.message
+               for n in notifications)
 
 
 def test_cancel_stops_the_worker(viewer_and_widget, tiny_checkpoint, qtbot):

@@ -16,12 +16,14 @@ def add_parser(sub) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("lightmycells-demo"), help="demo folder")
     parser.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs (default 12, ~2 min on 2 cores)")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    parser.add_argument("--overwrite", action="store_true", help="redo the demo in a folder that holds an earlier one")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.dataset import split_cases
     from ..data.study import discover_study
     from ..data.synthetic import make_synthetic_study
+    from ..errors import DataError
     from ..evaluate import Pair, evaluate, summarize, summary_markdown
     from ..inference.predictor import Predictor
     from ..training.config import load_config
@@ -29,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from .progress import ProgressBar
 
     out = args.output
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise DataError(f"{out} is not empty (an earlier demo?); pass --overwrite to redo it there, or -o NEW_FOLDER.")
     study_dir = make_synthetic_study(out / "study", n_cases=12, size=192, n_planes=3, modalities=("BF", "PC"), seed=0)
     print(discover_study(study_dir).summary())
 
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = [path for case in held_out for path in case.inputs]
     predictor = Predictor({"Nucleus": result.best_path}, device=args.device, tile_size=192)
     bar = ProgressBar("predict")
-    results = predictor.predict_files(inputs, out / "predictions", plane="best", callbacks=[bar])
+    results = predictor.predict_files(inputs, out / "predictions", plane="best", callbacks=[bar], overwrite=args.overwrite)
     bar.close()
 
     targets = {path: case.targets["Nucleus"] for case in held_out for path in case.inputs}

@@ -32,6 +32,10 @@ def add_parser(sub) -> None:
         "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
         help="auto: bf16 on CUDA, fp32 elsewhere; bf16 is ~1.7x faster on CPUs with AVX512-BF16/AMX",
     )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace existing outputs (never organelle images found among the inputs)",
+    )
     parser.add_argument("--list-models", action="store_true", help="list registered public models and exit")
 
 
@@ -67,7 +71,7 @@ def parse_plane(value: str) -> int | str:
 
 def run(args: argparse.Namespace) -> int:
     from ..hub import known_models
-    from ..inference.predictor import Predictor
+    from ..inference.predictor import Predictor, validate_tiling
     from .progress import ProgressBar
 
     if args.list_models:
@@ -81,16 +85,22 @@ def run(args: argparse.Namespace) -> int:
         raise LightMyCellsError("Give input files or folders and --output (see lightmycells predict -h).")
     if not args.model:
         raise ModelError("No model given: use --model Nucleus=nucleus.pt (repeat for more organelles).")
+    plane = parse_plane(args.plane)
+    validate_tiling(args.tile_size, args.overlap, args.batch_size)
+    if args.output.is_file():
+        raise LightMyCellsError(f"-o/--output {args.output} is an existing file; give a folder for the predictions.")
     models = dict(resolve_model(spec) for spec in args.model)
     predictor = Predictor(
         models, device=args.device, tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
         precision=args.precision,
     )
     bar = ProgressBar("predict")
-    results = predictor.predict_files(args.inputs, args.output, plane=parse_plane(args.plane), callbacks=[bar])
+    results = predictor.predict_files(args.inputs, args.output, plane=plane, callbacks=[bar], overwrite=args.overwrite)
     bar.close()
     for result in results:
         print(f"{result.status:<8} {result.file}  {result.message}")
     failed = [r for r in results if r.status == "error"]
-    print(f"{len(results) - len(failed)} of {len(results)} inputs done, outputs in {args.output}")
+    done = [r for r in results if r.status == "ok"]
+    skipped = len(results) - len(done) - len(failed)
+    print(f"{len(done)} of {len(done) + len(failed)} inputs done ({skipped} skipped), outputs in {args.output}")
     return 1 if failed else 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..constants import ORGANELLES, canonical_organelle
+from ..constants import canonical_organelle
 from ..data.focus import best_focus_index
 from ..data.normalize import NormStats, denormalize, normalize
 from ..devices import autocast_dtype, is_out_of_memory, select_device
 from ..errors import DataError, LightMyCellsError, ModelError, StopRequested
 from ..events import Callback, Reporter, StopToken
-from .tiling import count_tiles, predict_tiled
+from .tiling import count_tiles, overlap_pixels, predict_tiled
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +77,8 @@ class Predictor:
     ):
         if not models:
             raise ModelError("No model given: pass at least one organelle model or checkpoint.")
-        if tile_size < 1 or batch_size < 1:
-            raise ModelError(f"tile_size and batch_size must be positive, got {tile_size} and {batch_size}.")
+        validate_tiling(tile_size, overlap, batch_size)
+        self.warnings: list[str] = []  # model mismatches worth telling the user (also logged)
         self.device = select_device(device)
         self.tile_size = tile_size
         self.overlap = overlap
@@ -146,27 +145,31 @@ class Predictor:
         plane: PlaneChoice = "best",
         callbacks: Iterable[Callback] | None = None,
         stop: StopToken | None = None,
+        overwrite: bool = False,
     ) -> list[FileResult]:
         """Predict every input file (folders: their TIFF files) into ``<stem>_<Organelle>.ome.tiff``.
 
-        Outputs are float32 OME-TIFFs carrying the input's pixel size. Nothing is skipped silently: every
-        input (and every non-TIFF file found in a folder) gets a :class:`FileResult`; a file that fails
-        gets an ``"error"`` entry and the others are still processed.
+        Outputs are float32 OME-TIFFs carrying the input's pixel size. Before anything is computed the
+        outputs are checked (:func:`.outputs.plan_outputs`): existing files are replaced only with
+        ``overwrite``, organelle images among the inputs never. Nothing is skipped silently: every input
+        (and every non-TIFF file found in a folder) gets a :class:`FileResult`; a file that fails gets an
+        ``"error"`` entry and the others are still processed.
         """
         from ..data.io import read_image, write_prediction
+        from .outputs import plan_outputs
 
         callbacks = list(callbacks or [])
-        output_dir = Path(output_dir)
         results = []
-        for path, skip_reason in _expand_inputs(inputs):
-            if skip_reason:
-                results.append(FileResult(path, "skipped", skip_reason))
+        for item in plan_outputs(inputs, output_dir, self.organelles, overwrite):
+            path = item.path
+            if item.skip_reason:
+                results.append(FileResult(path, "skipped", item.skip_reason))
                 continue
             try:
                 image = read_image(path)
                 predictions = self.predict(image.data, plane=plane, callbacks=callbacks, stop=stop)
                 outputs = [
-                    write_prediction(output_dir / f"{image.name}_{organelle}.ome.tiff", prediction, image, organelle)
+                    write_prediction(item.outputs[organelle], prediction, image, organelle)
                     for organelle, prediction in predictions.items()
                 ]
             except StopRequested:
@@ -193,7 +196,8 @@ class Predictor:
                     "fine-tune it first or pick a UNETR checkpoint."
                 )
             if card.organelle and card.organelle != organelle:
-                warnings.warn(f"{card.path} was trained for {card.organelle} but is used for {organelle}.", stacklevel=2)
+                self.warnings.append(f"{Path(card.path).name} was trained for {card.organelle} but is used for {organelle}.")
+                logger.warning("warning: %s", self.warnings[-1])
             card_normalization = card.normalization
         token_size = getattr(model, "token_size", None)
         if not isinstance(token_size, int) or token_size < 1:
@@ -255,6 +259,13 @@ class Predictor:
             torch.cuda.empty_cache()
 
 
+def validate_tiling(tile_size: int, overlap: float, batch_size: int) -> None:
+    """Check tile settings (before any model or image is loaded)."""
+    if tile_size < 1 or batch_size < 1:
+        raise ModelError(f"tile_size and batch_size must be positive, got {tile_size} and {batch_size}.")
+    overlap_pixels(tile_size, overlap)
+
+
 def validate_image(image: np.ndarray) -> np.ndarray:
     """Check that ``image`` is a finite, non-constant 2D or 3D numeric array; return it as an array."""
     image = np.asarray(image)
@@ -298,30 +309,3 @@ def _organelle(name: str) -> str:
         return canonical_organelle(name)
     except ValueError as exc:
         raise ModelError(str(exc)) from exc
-
-
-def _expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
-    """``(path, skip reason)`` for each input; folders give their TIFF files (others are 'skipped'), except
-    organelle images (targets like ``image_3_Nucleus.ome.tiff`` or earlier predictions), which are skipped."""
-    from ..data.io import is_tiff, strip_tiff_suffix
-
-    expanded = []
-    for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
-        path = Path(item)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-            if not files:
-                expanded.append((path, "the folder contains no files"))
-            expanded += [(p, _folder_skip_reason(p, is_tiff, strip_tiff_suffix)) for p in files]
-        else:
-            expanded.append((path, ""))
-    return expanded
-
-
-def _folder_skip_reason(path: Path, is_tiff, strip_tiff_suffix) -> str:
-    if not is_tiff(path):
-        return "not a TIFF file"
-    suffix = strip_tiff_suffix(path.name).rsplit("_", 1)[-1]
-    if suffix.lower() in {organelle.lower() for organelle in ORGANELLES}:
-        return f"an organelle image ({suffix}), not a transmitted-light input"
-    return ""

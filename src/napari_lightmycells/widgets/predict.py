@@ -5,6 +5,7 @@ Public-model downloads live in :mod:`.downloads`, the bioimage.io export in :mod
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -61,6 +62,8 @@ def run_prediction(request: PredictRequest, on_event, stop: StopToken) -> Predic
             request.models, request.device, request.tile_size, request.overlap, request.batch_size,
             precision=request.precision,
         )
+        for message in predictor.warnings:  # shown as notifications by the worker
+            warnings.warn(message, stacklevel=1)
         stop.check()
         plane = request.plane
         if plane == "best" and request.image.ndim == 3:
