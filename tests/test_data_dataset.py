@@ -12,7 +12,7 @@ from napari_lightmycells.data.dataset import (
     tile_origins,
 )
 from napari_lightmycells.data.io import read_image, write_ome_tiff
-from napari_lightmycells.data.normalize import denormalize, normalize
+from napari_lightmycells.data.normalize import compute_stats, denormalize, normalize, to_uint8
 from napari_lightmycells.data.study import Case, discover_study
 from napari_lightmycells.data.synthetic import make_synthetic_study
 from napari_lightmycells.errors import DataError
@@ -69,6 +69,18 @@ def test_normalize_then_denormalize_is_the_identity():
         np.testing.assert_allclose(
             denormalize(torch.from_numpy(normed), stats).numpy(), image, rtol=1e-5, atol=0.05
         )
+
+
+def test_percentile_normalisation_and_display_use_the_challenge_percentiles():
+    image = np.random.default_rng(1).gamma(2.0, 100.0, (64, 64))
+    low, high = np.percentile(image, [2, 99.8])
+    stats = compute_stats(image, "percentile")
+    assert (stats.offset, stats.scale) == pytest.approx((low, high - low))
+    display = to_uint8(image)
+    assert display.dtype == np.uint8
+    assert (display[image <= low] == 0).all() and (display[image >= high] == 255).all()
+    assert 0 < display[(image > low * 1.5) & (image < high / 1.5)].min()
+    assert not to_uint8(np.full((4, 4), 7.0)).any()
 
 
 def test_training_samples_are_normalised_patches(study):

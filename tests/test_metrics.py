@@ -10,12 +10,13 @@ from napari_lightmycells.errors import DataError
 from napari_lightmycells.metrics import (
     METRIC_NAMES,
     batch_pearson,
+    batch_percentile_normalize,
     batch_psnr,
     batch_ssim,
     compute_metrics,
     cosine_distance,
     euclidean_distance,
-    mae,
+    mean_absolute_error,
     pearson,
     percentile_normalize,
     psnr,
@@ -51,6 +52,13 @@ def test_percentile_normalisation_matches_challenge_formula(pair):
     np.testing.assert_array_equal(percentile_normalize(constant), constant)
 
 
+def test_batch_percentile_normalisation_matches_the_numpy_one(pair):
+    batch = torch.from_numpy(np.stack(pair))[:, None]
+    normalised = batch_percentile_normalize(batch)
+    for sample, image in zip(normalised, pair):
+        np.testing.assert_allclose(sample[0].numpy(), percentile_normalize(image), rtol=1e-4, atol=1e-5)
+
+
 def test_scores_are_invariant_to_affine_intensity_changes(pair):
     prediction, target = pair
     reference = compute_metrics(prediction, target)
@@ -80,7 +88,7 @@ def test_anticorrelated_images():
 def test_against_numpy_scipy_and_skimage(pair):
     prediction, target = (percentile_normalize(x) for x in pair)
     a, b = prediction.ravel(), target.ravel()
-    assert mae(prediction, target) == pytest.approx(np.mean(np.abs(a - b)))
+    assert mean_absolute_error(prediction, target) == pytest.approx(np.mean(np.abs(a - b)))
     assert euclidean_distance(prediction, target) == pytest.approx(np.linalg.norm(a - b))
     assert cosine_distance(prediction, target) == pytest.approx(1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b))
     assert pearson(prediction, target) == pytest.approx(np.corrcoef(a, b)[0, 1], rel=1e-10)

@@ -10,7 +10,7 @@ from .data.io import is_tiff, write_ome_tiff
 from .errors import DataError
 
 
-def write_prediction(path: str, data: np.ndarray, meta: dict) -> list[str]:
+def write_image_layer(path: str, data: np.ndarray, meta: dict) -> list[str]:
     """Write one 2D or 3D (``ZYX``) image layer; a path without a TIFF suffix gets ``.ome.tiff``."""
     path = Path(path) if is_tiff(path) else Path(f"{path}.ome.tiff")
     if meta.get("rgb") or meta.get("multiscale"):

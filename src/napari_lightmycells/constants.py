@@ -3,6 +3,11 @@
 ORGANELLES = ("Nucleus", "Mitochondria", "Tubulin", "Actin")
 MODALITIES = ("BF", "PC", "DIC")
 
+# The challenge's percentile normalisation, (x - p2) / (p99.8 - p2) per image (its evaluation code and
+# the organisers' percentile_normalization(pmin=2, pmax=99.8)); used for metrics, the "percentile"
+# input normalisation, bioimage.io scale_range and display contrast alike.
+CHALLENGE_PERCENTILES = (2.0, 99.8)
+
 # Display colours used by the napari layers (one per organelle).
 ORGANELLE_COLORMAPS = {
     "Nucleus": "blue",

@@ -9,7 +9,7 @@ grand-challenge) scores every prediction/ground-truth pair as follows:
 2. ``PCC``: ``scipy.stats.pearsonr`` of the flattened images (NaN, i.e. a constant image, counts as 0).
 3. ``SSIM``: ``skimage.metrics.structural_similarity`` with default settings (7x7 uniform window,
    sample covariance) and ``data_range = max(range(prediction), range(target))`` after normalisation.
-4. ``MAE``: mean absolute difference; ``E_dist``: Euclidean distance of the flattened images;
+4. ``MAE``: mean absolute difference (the metric; the masked-autoencoder model lives in ``models.mae``); ``E_dist``: Euclidean distance of the flattened images;
    ``C_dist``: ``|1 - cosine similarity|`` of the flattened images (sklearn semantics: a zero vector has
    similarity 0).  These three are only reported for Nucleus and Mitochondria (see
    :data:`CHALLENGE_METRICS`); we compute them for every organelle.
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
+from .constants import CHALLENGE_PERCENTILES
 from .errors import DataError
 
 METRIC_NAMES = ("MAE", "SSIM", "PCC", "E_dist", "C_dist", "PSNR")
@@ -40,22 +41,20 @@ CHALLENGE_METRICS = {
 }
 # Higher is better for these; lower is better for the others.
 HIGHER_IS_BETTER = frozenset({"SSIM", "PCC", "PSNR"})
-CHALLENGE_PERCENTILES = (2.0, 99.8)
 NORMALIZATIONS = ("percentile", "none")
 
 
-def percentile_normalize(
-    image: np.ndarray, low: float = CHALLENGE_PERCENTILES[0], high: float = CHALLENGE_PERCENTILES[1]
-) -> np.ndarray:
-    """``(x - p_low) / (p_high - p_low)`` in float64, unclipped; unchanged when the percentiles are equal."""
+def percentile_normalize(image: np.ndarray) -> np.ndarray:
+    """``(x - p2) / (p99.8 - p2)`` (:data:`CHALLENGE_PERCENTILES`) in float64, unclipped; unchanged when
+    the two percentiles are equal."""
     values = np.asarray(image, dtype=np.float64)
-    p_low, p_high = np.percentile(values, [low, high])
+    p_low, p_high = np.percentile(values, CHALLENGE_PERCENTILES)
     if p_high == p_low:
         return values
     return (values - p_low) / (p_high - p_low)
 
 
-def mae(prediction: np.ndarray, target: np.ndarray) -> float:
+def mean_absolute_error(prediction: np.ndarray, target: np.ndarray) -> float:
     """Mean absolute error."""
     a, b = _pair(prediction, target)
     return float(np.mean(np.abs(a - b)))
@@ -125,7 +124,7 @@ def compute_metrics(prediction: np.ndarray, target: np.ndarray, normalization: s
     elif normalization != "none":
         raise DataError(f"Unknown metric normalisation {normalization!r}: use one of {', '.join(NORMALIZATIONS)}.")
     return {
-        "MAE": mae(prediction, target),
+        "MAE": mean_absolute_error(prediction, target),
         "SSIM": ssim(prediction, target),
         "PCC": pearson(prediction, target),
         "E_dist": euclidean_distance(prediction, target),
@@ -163,6 +162,15 @@ def batch_pearson(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     denominator = (pred.square().sum(1) * tgt.square().sum(1)).sqrt()
     corr = (pred * tgt).sum(1) / denominator
     return torch.where(denominator > 0, corr, torch.zeros_like(corr)).clamp(-1, 1)
+
+
+def batch_percentile_normalize(batch: torch.Tensor) -> torch.Tensor:
+    """:func:`percentile_normalize` of each sample of a ``(B, ...)`` tensor (a constant sample maps to 0)."""
+    flat = batch.flatten(1).float()
+    quantiles = torch.tensor(CHALLENGE_PERCENTILES, device=flat.device) / 100
+    bounds = torch.quantile(flat, quantiles, dim=1)  # (2, B)
+    scale = (bounds[1] - bounds[0]).clamp_min(1e-12)
+    return ((flat - bounds[0, :, None]) / scale[:, None]).view_as(batch)
 
 
 def batch_ssim(prediction: torch.Tensor, target: torch.Tensor, data_range: float | None = None,

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..constants import CHALLENGE_PERCENTILES
 from ..errors import DataError
 
 NORMALIZATIONS = ("zscore", "percentile")
@@ -23,15 +24,15 @@ class NormStats:
         return asdict(self)
 
 
-def compute_stats(image: np.ndarray, method: str = "zscore", low: float = 1.0, high: float = 99.8) -> NormStats:
-    """Statistics of ``image``: mean/std (``zscore``) or low/high percentiles (``percentile``)."""
+def compute_stats(image: np.ndarray, method: str = "zscore") -> NormStats:
+    """Statistics of ``image``: mean/std (``zscore``) or its :data:`CHALLENGE_PERCENTILES` (``percentile``)."""
     values = np.asarray(image, dtype=np.float64)
     if not np.isfinite(values).all():
         raise DataError("Image contains NaN or infinite values; clean it before normalising.")
     if method == "zscore":
         offset, scale = float(values.mean()), float(values.std())
     elif method == "percentile":
-        lo, hi = np.percentile(values, [low, high])
+        lo, hi = np.percentile(values, CHALLENGE_PERCENTILES)
         offset, scale = float(lo), float(hi - lo)
     else:
         raise DataError(f"Unknown normalisation {method!r}: use one of {', '.join(NORMALIZATIONS)}.")
@@ -45,6 +46,13 @@ def normalize(image: np.ndarray, method: str = "zscore", stats: NormStats | None
     stats = stats or compute_stats(image, method)
     out = (np.asarray(image, dtype=np.float32) - np.float32(stats.offset)) / np.float32(stats.scale)
     return out, stats
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """8-bit display version of ``image``, contrast stretched between its :data:`CHALLENGE_PERCENTILES`."""
+    low, high = np.percentile(image, CHALLENGE_PERCENTILES)
+    scaled = (image - low) / (high - low) if high > low else np.zeros_like(image, dtype=np.float64)
+    return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
 
 
 def denormalize(image, stats: NormStats):

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import ModelCard
+from ..constants import CHALLENGE_PERCENTILES
+from ..data.normalize import to_uint8
 from ..errors import DataError
 
 PAPER = (
@@ -39,18 +41,13 @@ def crop_to_token_multiple(image: np.ndarray, max_size: int, token_size: int) ->
     return image[starts[0] : starts[0] + sizes[0], starts[1] : starts[1] + sizes[1]]
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    low, high = np.percentile(image, [1, 99.8])
-    return (np.clip((image - low) / max(high - low, 1e-12), 0, 1) * 255).astype(np.uint8)
-
-
 def write_cover(path: Path, image: np.ndarray, prediction: np.ndarray) -> Path:
     """PNG with the input (grey) and the prediction (green) side by side (2:1), 256 to 512 px high."""
     from PIL import Image
 
-    left = np.repeat(_to_uint8(image)[..., None], 3, axis=2)
+    left = np.repeat(to_uint8(image)[..., None], 3, axis=2)
     right = np.zeros_like(left)
-    right[..., 1] = _to_uint8(prediction)
+    right[..., 1] = to_uint8(prediction)
     cover = Image.fromarray(np.concatenate([left, right], axis=1))
     height = min(max(cover.height, 256), 512)
     if height != cover.height:
@@ -69,7 +66,7 @@ def readme(card: ModelCard, name: str) -> str:
     normalization = (
         "`zero_mean_unit_variance` over y and x of each image (per-image z-score)"
         if card.normalization == "zscore"
-        else "`scale_range` between the 1st and 99.8th percentiles of each image"
+        else "`scale_range` between the {:g}th and {:g}th percentiles of each image".format(*CHALLENGE_PERCENTILES)
     )
     return f"""# {name}
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import FORMAT, FORMAT_VERSION, ModelCard, load_model
+from ..constants import CHALLENGE_PERCENTILES
 from ..errors import ModelError
 from .architecture import STANDALONE_CALLABLE, STANDALONE_FILE, standalone_kwargs
 from .assets import (
@@ -29,7 +30,6 @@ from .assets import (
 
 logger = logging.getLogger(__name__)
 CARD_ATTACHMENT = "lightmycells_model_card.json"
-PERCENTILES = (1.0, 99.8)  # data.normalize's "percentile" method
 EPS = 1e-6
 
 
@@ -198,7 +198,7 @@ def preprocessing(normalization: str, axes):
 
     if normalization == "zscore":
         return spec.ZeroMeanUnitVarianceDescr(kwargs=spec.ZeroMeanUnitVarianceKwargs(axes=list(axes), eps=EPS))
-    low, high = PERCENTILES
+    low, high = CHALLENGE_PERCENTILES
     return spec.ScaleRangeDescr(
         kwargs=spec.ScaleRangeKwargs(axes=list(axes), min_percentile=low, max_percentile=high, eps=EPS)
     )
@@ -210,7 +210,7 @@ def predict_normalised(model: torch.nn.Module, image: np.ndarray, normalization:
     if normalization == "zscore":
         offset, scale = values.mean(), values.std()
     else:
-        offset, high = np.percentile(values, PERCENTILES)
+        offset, high = np.percentile(values, CHALLENGE_PERCENTILES)
         scale = high - offset
     normalised = ((values - offset) / (scale + EPS)).astype(np.float32)
     with torch.no_grad():

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..checkpoint import load_encoder_state
 from ..errors import ModelError
 from ..events import Callback, StopToken
-from ..metrics import batch_pearson, batch_psnr, batch_ssim
+from ..metrics import batch_pearson, batch_percentile_normalize, batch_psnr, batch_ssim
 from ..models import UNETR2D, UNETR_PRESETS, unetr_config
 from . import distributed
 from .config import ConfigError, TrainConfig
@@ -28,7 +28,7 @@ from .loaders import eval_loader
 
 logger = logging.getLogger(__name__)
 
-Predictor = Callable[[torch.Tensor], torch.Tensor]
+PredictFn = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs -> a batch of predictions
 
 
 def finetune(
@@ -118,7 +118,7 @@ def finetune_task(
     )
 
 
-def evaluate_predictions(predict: Predictor, loader: DataLoader, runtime: Runtime, loss: str = "mse") -> dict[str, float]:
+def evaluate_predictions(predict: PredictFn, loader: DataLoader, runtime: Runtime, loss: str = "mse") -> dict[str, float]:
     """Mean loss and PSNR (z-score space), SSIM (percentile-normalised, as the challenge) and Pearson
     of ``predict`` over every sample of ``loader`` (summed over processes)."""
     sums = torch.zeros(5, dtype=torch.float64)
@@ -129,7 +129,7 @@ def evaluate_predictions(predict: Predictor, loader: DataLoader, runtime: Runtim
         per_sample = torch.stack([
             error.flatten(1).mean(1).double(),
             batch_psnr(pred, target),
-            batch_ssim(percentile_normalize(pred), percentile_normalize(target)),
+            batch_ssim(batch_percentile_normalize(pred), batch_percentile_normalize(target)),
             batch_pearson(pred, target),
         ])
         sums[:4] += per_sample.sum(1).cpu()
@@ -137,14 +137,6 @@ def evaluate_predictions(predict: Predictor, loader: DataLoader, runtime: Runtim
     sums = distributed.all_reduce_sum(sums, runtime.env, runtime.device)
     n = max(float(sums[4]), 1.0)
     return {name: float(value) / n for name, value in zip(("val_loss", "val_psnr", "val_ssim", "val_pearson"), sums)}
-
-
-def percentile_normalize(batch: torch.Tensor, low: float = 0.02, high: float = 0.998) -> torch.Tensor:
-    """Each sample mapped by its 2nd and 99.8th percentiles to 0 and 1, as the challenge does before SSIM."""
-    flat = batch.flatten(1).float()
-    bounds = torch.quantile(flat, torch.tensor([low, high], device=flat.device), dim=1)  # (2, B)
-    scale = (bounds[1] - bounds[0]).clamp_min(1e-12)
-    return ((flat - bounds[0, :, None]) / scale[:, None]).view_as(batch)
 
 
 def baseline_metrics(val_set: Dataset, runtime: Runtime, batch_size: int = 8) -> dict[str, dict[str, float]]:

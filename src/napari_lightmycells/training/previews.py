@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from ..data.normalize import to_uint8
+
 
 def save_previews(images: dict[str, np.ndarray], folder: str | Path, epoch: int) -> list[Path]:
     """Write ``epoch_NNNN.tif`` (pages in ``images`` order) and ``epoch_NNNN.png`` (side by side)."""
@@ -17,13 +19,8 @@ def save_previews(images: dict[str, np.ndarray], folder: str | Path, epoch: int)
     planes = [np.asarray(image, dtype=np.float32) for image in images.values()]
     stem = folder / f"epoch_{epoch:04d}"
     tifffile.imwrite(stem.with_suffix(".tif"), np.stack(planes), photometric="minisblack", metadata={"names": list(images)})
-    montage = np.concatenate([_to_uint8(plane) for plane in planes], axis=-1)
+    montage = np.concatenate([to_uint8(plane) for plane in planes], axis=-1)
     iio.imwrite(stem.with_suffix(".png"), montage)
     return [stem.with_suffix(".tif"), stem.with_suffix(".png")]
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """Contrast-stretch (1st-99th percentile) to 8 bits."""
-    low, high = np.percentile(image, [1, 99])
-    scaled = (image - low) / (high - low) if high > low else np.zeros_like(image)
-    return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)

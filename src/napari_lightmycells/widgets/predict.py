@@ -19,7 +19,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_info, show_warning
 from superqt.utils import ensure_main_thread
 
-from ..constants import MODALITIES, ORGANELLE_COLORMAPS
+from ..constants import CHALLENGE_PERCENTILES, MODALITIES, ORGANELLE_COLORMAPS
 from ..data.focus import best_focus_index
 from ..devices import DEVICE_CHOICES, PRECISIONS, available_devices
 from ..errors import DataError, ModelError, StopRequested
@@ -75,8 +75,8 @@ def run_prediction(request: PredictRequest, on_event, stop: StopToken) -> Predic
 
 
 def display_range(data: np.ndarray) -> tuple[float, float] | None:
-    """Contrast limits from the 1st and 99.9th percentiles (sampled), as the challenge normalises."""
-    low, high = np.percentile(data[..., ::4, ::4], (1, 99.9))
+    """Contrast limits at the challenge's normalisation percentiles (sampled every 4th pixel)."""
+    low, high = np.percentile(data[..., ::4, ::4], CHALLENGE_PERCENTILES)
     return (float(low), float(high)) if high > low else None
 
 
