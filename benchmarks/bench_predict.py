@@ -46,7 +46,7 @@ class BiapyUNETR(nn.Module):
         self.net = UNETR(
             input_shape=(tile, tile, 1), patch_size=32, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
             num_filters=32, output_channels=[1], output_channel_info=["F"], decoder_activation="relu",
-            ViT_hidd_mult=3, normalization="in", k_size=9,
+            ViT_hidd_mult=3, normalization="bn", k_size=9,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Benchmark fine-tuning steps: samples/s, peak memory and model FLOP utilisation (MFU).
 
 Trains the paper-config UNETR (preset ``unetr_paper``: ViT 768/12/12, 32 px tokens, 32 filters,
-9x9 kernels, instance norm) and BiaPy's UNETR of the same configuration on the same random batches,
+9x9 kernels, BatchNorm) and BiaPy's UNETR of the same configuration on the same random batches,
 with the fine-tuning recipe: AdamW, MSE, bf16 autocast + channels-last on CUDA, fp32 on CPU.
 FLOPs per step (forward + backward) are counted with ``FlopCounterMode`` on the meta device. Example::
 
@@ -38,7 +38,7 @@ from napari_lightmycells.training.engine import param_groups
 
 
 class BiapyUNETR(nn.Module):
-    """BiaPy's UNETR with the paper's settings (instance norm, like ``unetr_paper``), returning a tensor."""
+    """BiaPy's UNETR with the paper's settings (BatchNorm, like ``unetr_paper``), returning a tensor."""
 
     def __init__(self, size: int):
         super().__init__()
@@ -48,7 +48,7 @@ class BiapyUNETR(nn.Module):
             self.net = UNETR(
                 input_shape=(size, size, 1), patch_size=32, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
                 num_filters=32, output_channels=[1], output_channel_info=["F"], decoder_activation="relu",
-                ViT_hidd_mult=3, normalization="in", k_size=9,
+                ViT_hidd_mult=3, normalization="bn", k_size=9,
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from napari_lightmycells.checkpoint import (
     unwrap,
 )
 from napari_lightmycells.errors import CheckpointError
-from napari_lightmycells.models import MAE2D, UNETR2D, create_model
+from napari_lightmycells.models import MAE2D, UNETR2D, create_model, unetr_config
 
 
 def test_roundtrip_gives_bit_identical_outputs(tmp_path):
@@ -34,6 +35,19 @@ def test_roundtrip_gives_bit_identical_outputs(tmp_path):
     assert card.provenance["epoch"] == 7 and card.provenance["metrics"]["val_psnr"] == 31.5
     assert card.provenance["torch"] == str(torch.__version__)
     assert "Nucleus" in card.describe() and "epoch 7" in card.describe()
+
+
+def test_instance_norm_checkpoint_reloads_with_instance_norm(tmp_path):
+    """Presets use BatchNorm; a checkpoint that carries instance norm (BiaPy 3.7's default) keeps it."""
+    torch.manual_seed(0)
+    model = UNETR2D(replace(unetr_config("unetr_tiny"), decoder_norm="in")).eval()
+    loaded, card = load_model(save_checkpoint(tmp_path / "in.pt", model))
+    assert card.config.decoder_norm == "in"
+    assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in loaded.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.modules())
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
 
 
 def test_mae_checkpoint_rebuilds_mae_and_initialises_encoder(tmp_path):

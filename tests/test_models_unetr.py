@@ -64,6 +64,28 @@ def test_paper_presets_match_the_paper():
     assert nucleus.resolved_skip_blocks() == (3, 6, 9, 12)
 
 
+@pytest.mark.parametrize("name", ["unetr_paper", "unetr_paper_tubulin", "unetr_small", "unetr_tiny"])
+def test_presets_use_batchnorm_in_the_decoder_as_biapy_343(name):
+    """BiaPy 3.4.3 (the paper's models) builds the UNETR decoder with MODEL.BATCH_NORMALIZATION = True."""
+    assert unetr_config(name).decoder_norm == "bn"
+    if name == "unetr_tiny":
+        norms = {type(m) for m in create_model(name).decoder.modules() if "Norm" in type(m).__name__}
+        assert norms == {torch.nn.BatchNorm2d}
+
+
+def test_decoder_norm_of_a_crop_equals_the_crop_of_the_norm_only_for_batchnorm():
+    """Eval-mode BatchNorm is a fixed per-channel affine map, so a tile is normalised as the whole image is;
+    instance norm rescales every tile by its own statistics (the cause of seams between tiles)."""
+    x = torch.randn(1, 4, 64, 64) * torch.linspace(0.5, 3, 64)  # statistics vary across the image
+    for norm, local in ((torch.nn.BatchNorm2d(4), True), (torch.nn.InstanceNorm2d(4, affine=True), False)):
+        norm.eval()
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            norm.running_mean.uniform_(-1, 1)
+            norm.running_var.uniform_(0.5, 2)
+        with torch.no_grad():
+            assert torch.allclose(norm(x)[..., :, :32], norm(x[..., :, :32]), atol=1e-5) is local
+
+
 def test_backward_gives_gradients_to_encoder_and_decoder(tiny):
     model = create_model("unetr_tiny").train()
     loss = model(torch.randn(2, 1, 64, 64)).pow(2).mean()

@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
         arch = f"ViT {enc.embed_dim}d/{enc.depth}L/{enc.num_heads}H, {enc.token_size}px tokens"
         biapy = ""
         if name in UNETR_PRESETS:
-            arch += f"; decoder {cfg.decoder_filters} filters, k={cfg.kernel_size}, skips {cfg.resolved_skip_blocks()}"
+            arch += (
+                f"; decoder {cfg.decoder_filters} filters, k={cfg.kernel_size}, {cfg.decoder_norm} norm,"
+                f" skips {cfg.resolved_skip_blocks()}"
+            )
             if args.biapy:
                 biapy = f"  {biapy_parameter_count(cfg):>11,}"
         else:

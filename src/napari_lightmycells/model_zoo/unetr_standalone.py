@@ -138,7 +138,7 @@ class UNETR2D(nn.Module):
     def __init__(self, in_channels: int = 1, crop_size: int = 1024, token_size: int = 32, embed_dim: int = 768,
                  depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, out_channels: int = 1,
                  decoder_filters: int = 32, kernel_size: int = 9, skip_blocks: Optional[List[int]] = None,
-                 decoder_norm: str = "in", decoder_activation: str = "relu"):
+                 decoder_norm: str = "bn", decoder_activation: str = "relu"):
         super().__init__()
         levels = token_size.bit_length() - 1
         if skip_blocks is None:

@@ -13,18 +13,18 @@ SMALL_ENCODER = ViTConfig(crop_size=256, token_size=16, embed_dim=192, depth=6, 
 TINY_ENCODER = ViTConfig(crop_size=64, token_size=8, embed_dim=48, depth=4, num_heads=2)
 
 UNETR_PRESETS: dict[str, UNETRConfig] = {
-    # Franco-Barranco et al. 2024: skips from blocks 3, 6, 9, 12; 32 filters doubling; 9x9 kernels.
-    "unetr_paper": UNETRConfig(
-        encoder=PAPER_ENCODER, decoder_filters=32, kernel_size=9, skip_blocks=(3, 6, 9, 12), decoder_norm="in"
-    ),
+    # Franco-Barranco et al. 2024: skips from blocks 3, 6, 9, 12; 32 filters doubling; 9x9 kernels; BatchNorm in the
+    # decoder (BiaPy 3.4.3, which trained the paper's models: MODEL.BATCH_NORMALIZATION = True). Every preset keeps
+    # that default: in eval mode BatchNorm is a fixed affine map, so each tile is normalised alike (no seams).
+    "unetr_paper": UNETRConfig(encoder=PAPER_ENCODER, decoder_filters=32, kernel_size=9, skip_blocks=(3, 6, 9, 12)),
     # Their best tubulin model: 16 filters, 7x7 kernels.
     "unetr_paper_tubulin": UNETRConfig(
-        encoder=PAPER_ENCODER, decoder_filters=16, kernel_size=7, skip_blocks=(3, 6, 9, 12), decoder_norm="in"
+        encoder=PAPER_ENCODER, decoder_filters=16, kernel_size=7, skip_blocks=(3, 6, 9, 12)
     ),
     # Trains on a laptop CPU in minutes; same design at a quarter of the width.
-    "unetr_small": UNETRConfig(encoder=SMALL_ENCODER, decoder_filters=16, kernel_size=5, decoder_norm="in"),
+    "unetr_small": UNETRConfig(encoder=SMALL_ENCODER, decoder_filters=16, kernel_size=5),
     # For tests: a forward pass on 64x64 takes milliseconds.
-    "unetr_tiny": UNETRConfig(encoder=TINY_ENCODER, decoder_filters=8, kernel_size=3, decoder_norm="in"),
+    "unetr_tiny": UNETRConfig(encoder=TINY_ENCODER, decoder_filters=8, kernel_size=3),
 }
 
 MAE_PRESETS: dict[str, MAEConfig] = {
