@@ -8,8 +8,9 @@ from napari_lightmycells.checkpoint import save_checkpoint
 from napari_lightmycells.data.io import read_image, write_ome_tiff
 from napari_lightmycells.errors import DataError, ModelError, StopRequested
 from napari_lightmycells.events import StopToken
+from napari_lightmycells.inference.cache import ModelCache
 from napari_lightmycells.inference.predictor import Predictor
-from napari_lightmycells.inference.tiling import count_tiles
+from napari_lightmycells.inference.tiling import plan_tiles
 from napari_lightmycells.models import create_model
 
 
@@ -90,7 +91,7 @@ def test_progress_events_and_tile_counts(image):
     events = []
     predictor = Predictor({"Nucleus": StandIn(), "Actin": StandIn()}, device="cpu", tile_size=64, batch_size=3)
     predictor.predict(image, callbacks=[events.append])
-    tiles = count_tiles(image.shape, 64, 0.125)
+    tiles = len(plan_tiles(image.shape, 64, 16, 0.125))
     steps = [e for e in events if e.kind == "step"]
     assert events[0].kind == "start" and events[-1].kind == "done"
     assert all(e.task == "predict" and e.total == 2 * tiles for e in events)
@@ -117,7 +118,7 @@ def test_out_of_memory_halves_batch_then_tile(image):
     assert (predictor.batch_size, predictor.tile_size) == (1, 32)
     failed = [shape for shape in model.calls if np.prod(shape) > 32 * 32]
     assert failed == [(4, 1, 64, 64), (2, 1, 64, 64), (1, 1, 64, 64)]
-    assert events[-1].step == events[-1].total == count_tiles(image.shape, 32, 0.125)
+    assert events[-1].step == events[-1].total == len(plan_tiles(image.shape, 32, 16, 0.125))
 
 
 def test_out_of_memory_at_the_smallest_tile_is_a_model_error(image):
@@ -222,3 +223,49 @@ def test_bf16_precision_on_cpu_stays_close_to_fp32():
     assert fast.dtype == np.float32 and fast.shape == exact.shape
     spread = exact.max() - exact.min()
     assert 0 < np.abs(fast - exact).max() < 0.05 * spread
+
+
+def test_lazy_and_multiscale_inputs_match_the_in_memory_prediction(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    torch.manual_seed(0)
+    predictor = Predictor({"Nucleus": create_model("unetr_tiny")}, device="cpu", tile_size=64, batch_size=4)
+    rng = np.random.default_rng(4)
+    stack = (gaussian_filter(rng.normal(size=(2, 200, 230)), (0, 2, 2)) * 50 + 300).astype(np.uint16)
+    lazy = zarr.create_array(store=tmp_path / "in.zarr", shape=stack.shape, chunks=(1, 64, 64), dtype="uint16")
+    lazy[:] = stack
+    expected = predictor.predict(stack, plane="all")["Nucleus"]
+    out = zarr.create_array(store=tmp_path / "out.zarr", shape=stack.shape, chunks=(1, 64, 64), dtype="float32")
+    written = predictor.predict(lazy, plane="all", out={"Nucleus": out})["Nucleus"]
+    assert written is out
+    np.testing.assert_allclose(out[:], expected, rtol=1e-5, atol=1e-3)  # small planes: exact statistics
+    levels = [stack[1], stack[1, ::2, ::2], stack[1, ::4, ::4]]  # a multiscale layer predicts its first level
+    np.testing.assert_allclose(predictor.predict(levels)["Nucleus"], expected[1], rtol=1e-2, atol=1.0)
+
+
+def test_step_events_say_which_region_of_which_output_is_done(image):
+    events = []
+    predictor = Predictor({"Nucleus": StandIn()}, device="cpu", tile_size=64, tile_growth=1.0)
+    out = {"Nucleus": np.zeros(image.shape, np.float32)}
+    predictor.predict(image, callbacks=[events.append], out=out, focus=(149, 169))
+    steps = [e for e in events if e.kind == "step"]
+    assert all(e.output == "Nucleus" for e in steps)
+    first = steps[0].region
+    assert (first[0].stop, first[1].stop) == image.shape  # the tile at the focus (bottom right) came first
+    covered = np.zeros(image.shape, bool)
+    for event in steps:
+        covered[event.region] = True
+    assert covered.all()
+
+
+def test_model_cache_loads_each_file_version_once(tmp_path):
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "nucleus.pt", create_model("unetr_tiny"), organelle="Nucleus")
+    cache = ModelCache()
+    first = Predictor({"Nucleus": path}, device="cpu", cache=cache).models["Nucleus"].model
+    assert Predictor({"Nucleus": path}, device="cpu", cache=cache).models["Nucleus"].model is first
+    assert cache.load(path, "cpu", "bf16")[0] is not first and len(cache) == 2  # precision is part of the key
+    save_checkpoint(path, create_model("unetr_tiny"), organelle="Nucleus")  # the file changed: reloaded
+    assert Predictor({"Nucleus": path}, device="cpu", cache=cache).models["Nucleus"].model is not first
+    assert len(cache) == 2
+    cache.clear()
+    assert len(cache) == 0

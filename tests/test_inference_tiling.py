@@ -11,8 +11,11 @@ from napari_lightmycells.inference.tiling import (
     blend_window,
     count_tiles,
     extract_tile,
+    plan_tiles,
+    predict_grid,
     predict_tiled,
     reflect_indices,
+    tile_order,
 )
 
 KERNEL = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 1, 5, 5)).astype(np.float32))
@@ -118,7 +121,53 @@ def test_invalid_arguments():
 
 def test_progress_hook_sees_every_batch():
     calls = []
-    predict_tiled(np.ones((300, 300), np.float32), lambda t: t, 64, batch_size=4, on_batch=lambda d, n: calls.append((d, n)))
+    predict_tiled(np.ones((300, 300), np.float32), lambda t: t, 64, batch_size=4, on_batch=lambda d, n, regions: calls.append((d, n)))
     total = count_tiles((300, 300), 64)
     assert calls[-1] == (total, total)
     assert len(calls) == -(-total // 4)
+
+
+def test_plan_tiles_grows_tiles_when_that_computes_fewer_pixels():
+    grid = plan_tiles((2048, 2048), 1024, 16, overlap=0.125)
+    assert (grid.tile, len(grid)) == (1152, 4)  # 1024 px tiles would need 3x3
+    assert grid.computed_pixels() < 0.6 * TileGrid.plan((2048, 2048), 1024, 128).computed_pixels()
+    neighbours = np.diff(grid.ys)
+    assert grid.tile - neighbours.max() >= 128  # the minimum overlap is kept
+    assert plan_tiles((1024, 1344), 1024, 16).tile == 1024  # 2 tiles already: growing would cost more
+    assert plan_tiles((2048, 2048), 1024, 16, max_growth=1.0).tile == 1024
+    assert plan_tiles((500, 500), 100, 16).tile % 16 == 0
+
+
+def test_tiles_nearest_the_focus_run_first():
+    grid = TileGrid.plan((512, 512), 128, 0)
+    order = tile_order(grid, focus=(500, 10))
+    assert order[0] == (384, 0) and set(order) == set(grid) and tile_order(grid)[0] == (0, 0)
+
+
+def test_lazy_input_and_output_arrays_are_read_and_written_tile_by_tile():
+    zarr = pytest.importorskip("zarr")
+    image = np.random.default_rng(1).random((300, 260), dtype=np.float32)
+    lazy = zarr.create_array(store={}, shape=image.shape, chunks=(64, 64), dtype="float32")
+    lazy[:] = image
+    out = zarr.create_array(store={}, shape=image.shape, chunks=(64, 64), dtype="float32", fill_value=0)
+    grid = TileGrid.plan(image.shape, 64, 16)
+    done = []
+    predict_grid(lazy, conv5x5, grid, batch_size=2, out=out, on_batch=lambda d, n, regions: done.extend(regions))
+    expected = predict_grid(image, conv5x5, grid, batch_size=2)[0]
+    np.testing.assert_allclose(out[:], expected, rtol=1e-5, atol=1e-5)
+    assert len(done) == len(grid) and all(y1 - y0 <= 64 and x1 - x0 <= 64 for y0, y1, x0, x1 in done)
+
+
+def test_a_finished_tile_centre_is_final_before_the_others_run():
+    image = np.random.default_rng(2).random((256, 256), dtype=np.float32)
+    grid = TileGrid.plan(image.shape, 128, 32)
+    expected = predict_grid(image, conv5x5, grid)[0]
+    out = np.zeros(image.shape, np.float32)
+
+    def stop_after_first(done, total, regions):
+        raise StopIteration
+
+    with pytest.raises(StopIteration):
+        predict_grid(image, conv5x5, grid, out=out, on_batch=stop_after_first)
+    np.testing.assert_allclose(out[:60, :60], expected[:60, :60], rtol=1e-5, atol=1e-6)  # no other tile there
+    assert not out[150:, 150:].any()

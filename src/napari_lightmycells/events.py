@@ -25,6 +25,8 @@ class ProgressEvent:
     kind: one of ``EVENT_KINDS``. task: ``"predict"``, ``"train"`` or ``"pretrain"``.
     step/total: position in the whole job (tiles, optimiser steps). metrics: losses and scores.
     images: named arrays for display (e.g. ``{"prediction": ..., "target": ...}``).
+    output/region: the output (e.g. an organelle) and its part (an index, tuple of slices) that a step
+    finished, for progressive display.
     """
 
     kind: str
@@ -37,6 +39,8 @@ class ProgressEvent:
     message: str = ""
     eta_s: float | None = None
     path: str | None = None
+    output: str | None = None
+    region: tuple | None = None
 
 
 Callback = Callable[[ProgressEvent], None]

@@ -8,12 +8,17 @@ default, as in the paper), the model runs on tiles, and its output is **denormal
 plane's statistics** (``pred * std(input) + mean(input)``), as BiaPy does for this workflow. The
 predictions are therefore in the input's intensity units, not in fluorescence units; the challenge
 metrics percentile-normalise predictions, so this choice does not change scores.
+
+Images may be lazy (zarr, dask) or multiscale (a list of levels, full resolution first): tiles are then
+read one at a time, statistics come from a sample (:mod:`.arrays`), and outputs may be written into
+arrays the caller provides (an OME-Zarr on disk, or the array a napari layer already shows).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,11 +30,13 @@ from torch import nn
 
 from ..constants import canonical_organelle
 from ..data.focus import best_focus_index
-from ..data.normalize import NormStats, denormalize, normalize
+from ..data.normalize import NormStats, compute_stats, denormalize
 from ..devices import autocast_dtype, is_out_of_memory, select_device
 from ..errors import DataError, LightMyCellsError, ModelError, StopRequested
 from ..events import Callback, Reporter, StopToken
-from .tiling import count_tiles, overlap_pixels, predict_tiled
+from .arrays import coarsest_sample, is_lazy, plane_of
+from .cache import ModelCache
+from .tiling import MAX_TILE_GROWTH, TileGrid, overlap_pixels, plan_tiles, predict_grid
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +66,9 @@ class Predictor:
 
     ``models`` maps organelle names to ``nn.Module`` objects (with a ``token_size`` attribute) or
     checkpoint paths. ``overlap`` is a fraction of ``tile_size`` (0 to 0.5). ``tile_size`` is rounded
-    down to a multiple of each model's token size. ``normalization`` overrides the models'
+    down to a multiple of each model's token size; tiles grow up to ``tile_growth`` times that when it
+    means fewer computed pixels (:func:`.tiling.plan_tiles`; 1 keeps the size). Checkpoints come from
+    ``cache`` when given (a :class:`.cache.ModelCache` shared between predictions). ``normalization`` overrides the models'
     (checkpoints carry theirs; plain modules default to ``"zscore"``). ``precision`` is ``"auto"`` (bf16 on
     CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"`` (also fast on recent CPUs) or ``"fp16"`` (CUDA). On out-of-memory errors the batch
     size, then the tile size, is halved and the image retried; the reduced settings are kept.
@@ -74,6 +83,8 @@ class Predictor:
         batch_size: int = 1,
         normalization: str | None = None,
         precision: str = "auto",
+        tile_growth: float = MAX_TILE_GROWTH,
+        cache: ModelCache | None = None,
     ):
         if not models:
             raise ModelError("No model given: pass at least one organelle model or checkpoint.")
@@ -83,6 +94,9 @@ class Predictor:
         self.tile_size = tile_size
         self.overlap = overlap
         self.batch_size = batch_size
+        self.tile_growth = tile_growth
+        self.precision = precision
+        self.cache = cache
         self.autocast_dtype = autocast_dtype(self.device, precision)
         self.models: dict[str, _LoadedModel] = {
             _organelle(name): self._load(_organelle(name), model, normalization) for name, model in models.items()
@@ -94,49 +108,61 @@ class Predictor:
 
     def predict(
         self,
-        image: np.ndarray,
+        image,
         plane: PlaneChoice = "best",
         callbacks: Iterable[Callback] | None = None,
         stop: StopToken | None = None,
+        out: Mapping[str, object] | None = None,
+        focus: tuple[float, float] | None = None,
     ) -> dict[str, np.ndarray]:
         """Denormalised float32 prediction of every organelle for a ``YX`` image or ``ZYX`` stack.
 
-        For stacks, ``plane`` is ``"best"`` (least blurry plane, 2D output), a plane index (2D output)
-        or ``"all"`` (``ZYX`` output). Emits ``"predict"`` events (one ``"step"`` per tile batch) and
-        checks ``stop`` between batches.
+        ``image`` is a numpy array, a lazy array (zarr, dask) or a multiscale list of them (the first level
+        is predicted). For stacks, ``plane`` is ``"best"`` (least blurry plane, 2D output), a plane index
+        (2D output) or ``"all"`` (``ZYX`` output). ``out`` maps organelles to zeroed float32 arrays of the
+        output shape to fill (default: new numpy arrays); tiles nearest the point ``focus`` (y, x) run
+        first. Emits ``"predict"`` events: one ``"step"`` per tile batch, whose ``output`` and ``region``
+        say which part of which output is done. Checks ``stop`` between batches; the finished tiles stay
+        in ``out``.
         """
-        image = validate_image(image)
-        planes = select_planes(image, plane)
-        tile_counts = {
-            (z, organelle): self._count_tiles(planes[z], loaded)
-            for z in range(len(planes)) for organelle, loaded in self.models.items()
-        }
-        reporter = Reporter("predict", callbacks, total=sum(tile_counts.values()))
-        reporter.emit("start", 0, message=f"Predicting {', '.join(self.models)} on {len(planes)} plane(s)")
-        results: dict[str, list[np.ndarray]] = {organelle: [] for organelle in self.models}
+        levels = image if isinstance(image, (list, tuple)) else [image]
+        image = validate_image(levels[0])
+        samples = coarsest_sample(levels) if len(levels) > 1 or is_lazy(image) else image
+        indices = select_planes(image, plane, samples)
+        stacked = image.ndim == 3 and plane == "all"
+        shape = image.shape[-2:]
+        grids = {organelle: self._grid(shape, loaded) for organelle, loaded in self.models.items()}
+        out = dict(out or {})
+        for organelle in self.models:
+            if organelle not in out:
+                out[organelle] = np.zeros((len(indices), *shape) if stacked else shape, dtype=np.float32)
+        reporter = Reporter("predict", callbacks, total=len(indices) * sum(map(len, grids.values())))
+        reporter.emit("start", 0, message=f"Predicting {', '.join(self.models)} on {len(indices)} plane(s)")
         done = 0
-        for z, plane_image in enumerate(planes):
-            normalized: dict[str, tuple[np.ndarray, NormStats]] = {}
+        for z, index in enumerate(indices):
+            plane_image = image if index is None else plane_of(image, index)
+            plane_sample = samples if index is None else samples[index]
+            stats: dict[str, NormStats] = {}
             for organelle, loaded in self.models.items():
-                if loaded.normalization not in normalized:
-                    normalized[loaded.normalization] = normalize(plane_image, loaded.normalization)
-                plane_input, stats = normalized[loaded.normalization]
-                job = (z, organelle)
+                if loaded.normalization not in stats:
+                    stats[loaded.normalization] = compute_stats(plane_sample, loaded.normalization)
+                target = plane_of(out[organelle], z) if stacked else out[organelle]
 
-                def on_batch(tiles_done: int, tiles_total: int, base: int = done, job: tuple = job) -> None:
-                    if tiles_total != tile_counts[job]:  # tile size reduced after an out-of-memory error
-                        reporter.total += tiles_total - tile_counts[job]
-                        tile_counts[job] = tiles_total
-                    reporter.emit("step", base + tiles_done, message=f"{job[1]}: tile {tiles_done}/{tiles_total}")
+                def on_batch(tiles_done, tiles_total, regions, base=done, organelle=organelle, z=z):
+                    if tiles_total != len(grids[organelle]):  # tile size reduced after an out-of-memory error
+                        reporter.total += tiles_total - len(grids[organelle])
+                        grids[organelle] = self._grid(shape, self.models[organelle])
+                    reporter.emit(
+                        "step", base + tiles_done, message=f"{organelle}: tile {tiles_done}/{tiles_total}",
+                        output=organelle, region=_bounding_region(regions, z if stacked else None),
+                    )
                     if stop is not None:
                         stop.check()
 
-                output = self._run(loaded, plane_input, on_batch)
-                results[organelle].append(denormalize(output, stats).astype(np.float32, copy=False))
-                done += tile_counts[job]
+                self._run(loaded, plane_image, stats[loaded.normalization], target, on_batch, focus)
+                done += len(grids[organelle])
         reporter.emit("done", done, message="Prediction finished")
-        stacked = image.ndim == 3 and plane == "all"
-        return {organelle: np.stack(outputs) if stacked else outputs[0] for organelle, outputs in results.items()}
+        return out
 
     def predict_files(
         self,
@@ -189,7 +215,10 @@ class Predictor:
         if not isinstance(model, nn.Module):
             from ..checkpoint import load_model
 
-            model, card = load_model(model, self.device)
+            if self.cache is not None:
+                model, card = self.cache.load(model, self.device, self.precision)
+            else:
+                model, card = load_model(model, self.device)
             if card.kind != "unetr":
                 raise ModelError(
                     f"{card.path} holds a {card.kind} model (pretraining), not an organelle predictor; "
@@ -210,25 +239,28 @@ class Predictor:
     def _tile_size(self, loaded: _LoadedModel) -> int:
         return max(loaded.token_size, self.tile_size // loaded.token_size * loaded.token_size)
 
-    def _count_tiles(self, plane: np.ndarray, loaded: _LoadedModel) -> int:
-        return count_tiles(plane.shape, self._tile_size(loaded), self.overlap)
+    def _grid(self, shape: tuple[int, int], loaded: _LoadedModel) -> TileGrid:
+        return plan_tiles(shape, self._tile_size(loaded), loaded.token_size, self.overlap, self.tile_growth)
 
-    def _run(self, loaded: _LoadedModel, image: np.ndarray, on_batch) -> np.ndarray:
-        """Tiled prediction of one normalised 2D plane, shrinking batch then tiles on out-of-memory."""
+    def _run(self, loaded: _LoadedModel, image, stats: NormStats, out, on_batch, focus) -> None:
+        """Tiled prediction of one 2D plane into ``out``, shrinking batch then tiles on out-of-memory."""
+        offset, scale = np.float32(stats.offset), np.float32(stats.scale)
+
+        def predict_batch(tiles: np.ndarray) -> np.ndarray:
+            return denormalize(self._forward(loaded.model, (tiles - offset) / scale), stats)
+
         while True:
-            tile_size = self._tile_size(loaded)
+            grid = self._grid(tuple(image.shape), loaded)
             try:
-                output = predict_tiled(
-                    image, lambda tiles: self._forward(loaded.model, tiles), tile_size,
-                    self.overlap, self.batch_size, on_batch,
-                )
-                return output[0]
+                predict_grid(image, predict_batch, grid, self.batch_size, on_batch, out=out, focus=focus)
+                return
             except RuntimeError as exc:
                 if not is_out_of_memory(exc):
                     raise
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            out[...] = 0
             self._free_memory()
-            self._shrink(loaded, tile_size, message)
+            self._shrink(loaded, grid.tile, message)
 
     def _shrink(self, loaded: _LoadedModel, tile_size: int, message: str) -> None:
         if self.batch_size > 1:
@@ -266,18 +298,24 @@ def validate_tiling(tile_size: int, overlap: float, batch_size: int) -> None:
     overlap_pixels(tile_size, overlap)
 
 
-def validate_image(image: np.ndarray) -> np.ndarray:
-    """Check that ``image`` is a finite, non-constant 2D or 3D numeric array; return it as an array."""
-    image = np.asarray(image)
+def validate_image(image):
+    """Check that ``image`` is a non-empty 2D or 3D numeric array (numpy: also finite and not constant).
+
+    Lazy arrays are returned as they are (their pixels are checked on a sample, by the statistics);
+    anything else becomes a numpy array.
+    """
+    image = image if is_lazy(image) else np.asarray(image)
     if image.ndim not in (2, 3):
         raise DataError(
-            f"Expected a 2D image (YX) or a Z-stack (ZYX), got {image.ndim} dimensions {image.shape}. "
+            f"Expected a 2D image (YX) or a Z-stack (ZYX), got {image.ndim} dimensions {tuple(image.shape)}. "
             "Split channels or time points into separate images."
         )
-    if image.size == 0:
-        raise DataError(f"The image is empty (shape {image.shape}).")
-    if image.dtype.kind not in "uif":
+    if math.prod(image.shape) == 0:
+        raise DataError(f"The image is empty (shape {tuple(image.shape)}).")
+    if np.dtype(image.dtype).kind not in "uif":
         raise DataError(f"Unsupported pixel type {image.dtype}: use an integer or floating-point image.")
+    if is_lazy(image):
+        return image
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         raise DataError("The image contains NaN or infinite values; replace them before predicting.")
     if image.min() == image.max():
@@ -285,23 +323,33 @@ def validate_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def select_planes(image: np.ndarray, plane: PlaneChoice) -> list[np.ndarray]:
-    """The 2D planes to predict from: the image itself, or the best/indexed/all planes of a stack."""
+def select_planes(image, plane: PlaneChoice, samples=None) -> list[int | None]:
+    """Indices of the planes to predict from (``[None]``: a 2D image): the best, indexed or all planes.
+
+    ``samples`` is the image or a smaller sample of it, for the focus measure."""
     if image.ndim == 2:
-        return [image]
+        return [None]
     if plane == "all":
-        return list(image)
+        return list(range(image.shape[0]))
     if plane == "best":
-        index = best_focus_index(image)
+        index = best_focus_index(np.asarray(image if samples is None else samples))
         logger.info("Best-focus plane: %d of %d", index, image.shape[0])
-        return [image[index]]
+        return [index]
     if isinstance(plane, (int, np.integer)) and not isinstance(plane, bool):
         if not -image.shape[0] <= plane < image.shape[0]:
             raise DataError(
                 f"Plane {plane} does not exist: the stack has {image.shape[0]} planes (0-{image.shape[0] - 1})."
             )
-        return [image[plane]]
+        return [int(plane) % image.shape[0]]
     raise DataError(f"Unknown plane {plane!r}: use 'best', 'all' or a plane index.")
+
+
+def _bounding_region(regions: list[tuple[int, int, int, int]], z: int | None) -> tuple:
+    """Index of the output box holding the ``(y0, y1, x0, x1)`` regions (``z``: a plane of a stacked output)."""
+    y0, x0 = min(r[0] for r in regions), min(r[2] for r in regions)
+    y1, x1 = max(r[1] for r in regions), max(r[3] for r in regions)
+    box = (slice(y0, y1), slice(x0, x1))
+    return box if z is None else (z, *box)
 
 
 def _organelle(name: str) -> str:

@@ -4,14 +4,18 @@ Every tile is exactly ``tile_size x tile_size`` (so it is a multiple of the mode
 tiles batch together). Tiles are cut on the fly from the image with mirror (reflect) indexing, so the
 image is never padded in memory: images smaller than a tile are reflected (repeatedly if needed) up to
 one tile, as BiaPy does, and when an axis needs several tiles the border tiles see a mirrored margin of
-``overlap // 2`` pixels.
+``overlap // 2`` pixels. The image may be any array that slices like numpy (zarr, dask, a tifffile
+store): only the pixels of one tile are read at a time. :func:`plan_tiles` picks, among tile sizes a
+little larger than the requested one, the grid computing the fewest pixels.
 
 Overlapping tile outputs are blended with a separable window that is 1 in the tile centre and ramps
 down over ``overlap`` pixels as a squared raised cosine: about 1e-5 on the outermost pixel, where a
 model's output is least reliable (it sees no context there), but never 0, so every pixel has a positive
 weight and the blend has a continuous slope (no seams). Since all
-tiles lie on a grid, the sum of weights is the outer product of two 1D sums and only the float32
-output is accumulated: memory is the output plus one batch of tiles, whatever the image size.
+tiles lie on a grid, the sum of weights is the outer product of two 1D sums, known before the first
+tile: each tile is added already divided by it, so the centre of a tile is final as soon as that tile
+is done (progressive display) and only the float32 output is accumulated: memory is the output (which
+may itself be a zarr array on disk) plus one batch of tiles, whatever the image size.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from ..errors import DataError, ModelError
 
 # (B, 1, T, T) float32 tiles -> (B, C, T, T) outputs.
 BatchFunction = Callable[[np.ndarray], np.ndarray]
-# Called after each batch with (tiles done, total tiles).
-BatchHook = Callable[[int, int], None]
+# Called after each batch with (tiles done, total tiles, the image regions (y0, y1, x0, x1) just written).
+BatchHook = Callable[[int, int, list[tuple[int, int, int, int]]], None]
+# Largest tile :func:`plan_tiles` considers, as a multiple of the requested tile size.
+MAX_TILE_GROWTH = 1.25
 
 
 def overlap_pixels(tile_size: int, overlap: float) -> int:
@@ -67,6 +73,10 @@ class TileGrid:
         """1D blending weights of one tile edge (positive everywhere)."""
         return blend_window(self.tile, self.overlap)
 
+    def computed_pixels(self) -> int:
+        """Pixels the model computes for this grid (tiles times tile area)."""
+        return len(self) * self.tile**2
+
     def weight_sums(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-row and per-column sums of the tiles' 1D weights; their outer product is the 2D weight sum."""
         window = self.window()
@@ -98,8 +108,36 @@ def extract_tile(image: np.ndarray, y: int, x: int, tile: int) -> np.ndarray:
     """The ``tile x tile`` window of ``image`` at ``(y, x)``, mirrored where it leaves the image."""
     h, w = image.shape
     if 0 <= y and y + tile <= h and 0 <= x and x + tile <= w:
-        return image[y:y + tile, x:x + tile]
-    return image[np.ix_(reflect_indices(y, tile, h), reflect_indices(x, tile, w))]
+        return np.asarray(image[y:y + tile, x:x + tile])
+    rows, columns = reflect_indices(y, tile, h), reflect_indices(x, tile, w)
+    top, left = int(rows.min()), int(columns.min())
+    block = np.asarray(image[top:int(rows.max()) + 1, left:int(columns.max()) + 1])  # read only what is used
+    return block[np.ix_(rows - top, columns - left)]
+
+
+def plan_tiles(
+    shape: tuple[int, int], tile_size: int, token: int, overlap: float = 0.125, max_growth: float = MAX_TILE_GROWTH
+) -> TileGrid:
+    """The grid computing the fewest pixels with at least ``round(overlap * tile_size)`` px of overlap.
+
+    Tiles are ``tile_size`` to ``max_growth * tile_size`` px, multiples of ``token`` (the ViT accepts any
+    multiple; its position embeddings resample). A 2048 px image in 1024 px tiles with 128 px overlap
+    needs 3x3 tiles (2.25x its pixels); 1152 px tiles cover it in 2x2 (1.27x). Ties go to the smaller tile.
+    """
+    tile_size = max(token, tile_size // token * token)
+    overlap_px = overlap_pixels(tile_size, overlap)
+    largest = max(tile_size, int(tile_size * max_growth) // token * token)
+    grids = [TileGrid.plan(tuple(shape), tile, overlap_px) for tile in range(tile_size, largest + 1, token)]
+    return min(grids, key=lambda grid: (grid.computed_pixels(), grid.tile))
+
+
+def tile_order(grid: TileGrid, focus: tuple[float, float] | None = None) -> list[tuple[int, int]]:
+    """Tile positions row by row, or nearest first to the image point ``focus`` (e.g. the viewer's centre)."""
+    positions = list(grid)
+    if focus is None:
+        return positions
+    half = grid.tile / 2
+    return sorted(positions, key=lambda p: (p[0] + half - focus[0]) ** 2 + (p[1] + half - focus[1]) ** 2)
 
 
 def predict_tiled(
@@ -110,34 +148,53 @@ def predict_tiled(
     batch_size: int = 1,
     on_batch: BatchHook | None = None,
 ) -> np.ndarray:
-    """Predict a 2D ``image`` tile by tile; returns a ``(C, H, W)`` float32 array.
+    """Predict a 2D ``image`` on a regular grid of ``tile_size`` tiles; returns a ``(C, H, W)`` float32 array.
 
-    ``overlap`` is a fraction of ``tile_size``. ``on_batch(done, total)`` runs after every batch (use it
-    for progress and to stop: an exception raised there aborts the prediction).
+    ``overlap`` is a fraction of ``tile_size``. See :func:`predict_grid` for ``on_batch``.
     """
     if image.ndim != 2:
         raise DataError(f"Tiled prediction needs a 2D image, got shape {image.shape}.")
+    grid = TileGrid.plan(image.shape, tile_size, overlap_pixels(tile_size, overlap))
+    return predict_grid(image, predict_batch, grid, batch_size, on_batch)
+
+
+def predict_grid(
+    image,
+    predict_batch: BatchFunction,
+    grid: TileGrid,
+    batch_size: int = 1,
+    on_batch: BatchHook | None = None,
+    out=None,
+    focus: tuple[float, float] | None = None,
+):
+    """Predict a 2D ``image`` (any array slicing like numpy) on ``grid``, adding the blended tiles to ``out``.
+
+    ``out`` is a zeroed ``(C, H, W)`` array, or ``(H, W)`` for one-channel models (numpy, zarr...); by
+    default a float32 numpy array is made. Tiles nearest ``focus`` run first. ``on_batch(done, total,
+    regions)`` runs after every batch (use it for progress, display and to stop: an exception raised
+    there aborts the prediction, leaving the finished tiles in ``out``). Returns ``out``.
+    """
+    if len(image.shape) != 2:
+        raise DataError(f"Tiled prediction needs a 2D image, got shape {tuple(image.shape)}.")
     if batch_size < 1:
         raise DataError(f"Batch size must be at least 1, got {batch_size}.")
-    grid = TileGrid.plan(image.shape, tile_size, overlap_pixels(tile_size, overlap))
     window = grid.window()
-    positions = list(grid)
-    output: np.ndarray | None = None
+    row_sums, column_sums = grid.weight_sums()
+    positions = tile_order(grid, focus)
     for first in range(0, len(positions), batch_size):
         batch_positions = positions[first:first + batch_size]
-        tiles = np.stack([extract_tile(image, y, x, tile_size) for y, x in batch_positions])
+        tiles = np.stack([extract_tile(image, y, x, grid.tile) for y, x in batch_positions])
         predicted = np.asarray(predict_batch(tiles[:, None].astype(np.float32, copy=False)))
-        _check_output(predicted, len(batch_positions), tile_size)
-        if output is None:
-            output = np.zeros((predicted.shape[1], *image.shape), dtype=np.float32)
-        for (y, x), tile_output in zip(batch_positions, predicted):
-            _accumulate(output, tile_output, y, x, window)
+        _check_output(predicted, len(batch_positions), grid.tile)
+        if out is None:
+            out = np.zeros((predicted.shape[1], *image.shape), dtype=np.float32)
+        regions = [
+            _accumulate(out, tile_output, y, x, window, row_sums, column_sums)
+            for (y, x), tile_output in zip(batch_positions, predicted)
+        ]
         if on_batch is not None:
-            on_batch(first + len(batch_positions), len(positions))
-    row_sums, column_sums = grid.weight_sums()
-    output /= row_sums[:, None]
-    output /= column_sums[None, :]
-    return output
+            on_batch(first + len(batch_positions), len(positions), regions)
+    return out
 
 
 def count_tiles(shape: tuple[int, int], tile_size: int, overlap: float = 0.125) -> int:
@@ -164,13 +221,19 @@ def _axis_weight_sum(n: int, starts: tuple[int, ...], window: np.ndarray) -> np.
     return total
 
 
-def _accumulate(output: np.ndarray, tile_output: np.ndarray, y: int, x: int, window: np.ndarray) -> None:
-    """Add the weighted part of one tile's output that falls inside the image."""
+def _accumulate(
+    output, tile_output: np.ndarray, y: int, x: int, window: np.ndarray, row_sums: np.ndarray, column_sums: np.ndarray
+) -> tuple[int, int, int, int]:
+    """Add the part of one tile's output inside the image, weighted and divided by the grid's weight sums;
+    returns the region written, ``(y0, y1, x0, x1)``."""
     tile = len(window)
-    h, w = output.shape[1:]
+    h, w = output.shape[-2:]
     y0, y1, x0, x1 = max(y, 0), min(y + tile, h), max(x, 0), min(x + tile, w)
-    weights = np.outer(window[y0 - y:y1 - y], window[x0 - x:x1 - x])
-    output[:, y0:y1, x0:x1] += tile_output[:, y0 - y:y1 - y, x0 - x:x1 - x] * weights
+    rows = window[y0 - y:y1 - y] / row_sums[y0:y1]
+    columns = window[x0 - x:x1 - x] / column_sums[x0:x1]
+    weighted = tile_output[:, y0 - y:y1 - y, x0 - x:x1 - x] * np.outer(rows, columns)
+    output[..., y0:y1, x0:x1] += weighted if output.ndim == 3 else weighted[0]
+    return y0, y1, x0, x1
 
 
 def _check_output(predicted: np.ndarray, count: int, tile: int) -> None:
