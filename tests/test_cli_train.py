@@ -75,3 +75,83 @@ def test_torchrun_two_processes_write_one_checkpoint_set(study, tmp_path):
     # 5 training cases x 4 samples, shared by 2 processes (padded to 10 each), batches of 2: 5 steps/epoch.
     assert state["loop"]["step"] == 2 * 5
     assert len(state["rng"]) == 2  # one RNG snapshot per rank
+
+
+# -- a run folder is never replaced by accident (issue 13) -------------------------------------------------
+def _train(study, out, *extra):
+    return main(["train", "--preset", "tiny_cpu", "--data", str(study), "--output", str(out), "--epochs", "1",
+                 "--samples-per-case", "2", "--batch-size", "4", *FAST, *extra])
+
+
+def test_training_into_an_earlier_run_is_refused_unless_overwrite(study, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(study, out) == 0
+    before = {name: (out / name).read_bytes() for name in ("best.pt", "last.pt")}
+    capsys.readouterr()
+    assert _train(study, out, "--lr", "0.5") == 2
+    err = capsys.readouterr().err
+    assert f"--resume {out / 'last.pt'}" in err and "--overwrite" in err and err.count("\n") == 1
+    assert all((out / name).read_bytes() == data for name, data in before.items())
+    assert _train(study, out, "--overwrite", "--seed", "1") == 0
+    assert (out / "last.pt").read_bytes() != before["last.pt"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 1
+
+
+def test_run_folder_that_is_a_file_or_read_only_fails_before_reading_data(tmp_path, read_only_folder, capsys):
+    (tmp_path / "taken").write_text("x")
+    missing_data = tmp_path / "no-such-study"  # read after the folder checks: never reached
+    assert _train(missing_data, tmp_path / "taken") == 2
+    assert "is an existing file" in capsys.readouterr().err
+    assert _train(missing_data, read_only_folder) == 2
+    err = capsys.readouterr().err
+    assert "Run folder" in err and "is not writable" in err
+
+
+def test_max_steps_then_resume_continues_and_stale_temporaries_are_cleaned(study, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(study, out, "--epochs", "3", "--max-steps", "1") == 0
+    assert "max_steps=1 reached" in capsys.readouterr().err
+    assert read_checkpoint(out / "last.pt")["training_state"]["loop"]["step"] == 1
+    stale = out / ".last.pt.x81kq2.tmp"  # what a SIGKILL during a checkpoint write leaves
+    stale.write_bytes(b"\0" * 1000)
+    assert main(["train", "--resume", str(out / "last.pt"), "--max-steps", "1", *FAST]) == 2
+    assert "already at step 1 and max_steps is 1" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out / "last.pt"), *FAST]) == 0
+    state = read_checkpoint(out / "last.pt")["training_state"]
+    assert state["loop"]["epoch"] == 3 and state["loop"]["step"] > 1
+    assert not stale.exists()
+
+
+def test_sigterm_requests_a_resumable_stop_like_ctrl_c():
+    import signal
+
+    from napari_lightmycells.cli.train import stop_on_interrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with stop_on_interrupt() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):  # a second one aborts
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+@pytest.mark.slow
+def test_sigterm_saves_last_pt_and_the_run_resumes(study, tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "napari_lightmycells.cli", "train", "--preset", "tiny_cpu", "--data", str(study),
+               "--output", str(out), "--epochs", "1000", "--samples-per-case", "2", "--batch-size", "4", *FAST]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    for line in process.stderr:
+        if line.startswith("epoch 1:"):
+            process.send_signal(signal.SIGTERM)
+            break
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, rest[-2000:]
+    assert "SIGTERM: stopping after this step" in rest and "resume with --resume" in rest
+    state = read_checkpoint(out / "last.pt")["training_state"]
+    assert state["loop"]["epoch"] >= 1 and state["loop"]["step"] >= 2
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", str(state["loop"]["epoch"] + 1), *FAST]) == 0

@@ -133,3 +133,17 @@ def test_closing_the_widget_stops_the_run_and_keeps_a_resumable_checkpoint(viewe
     qtbot.waitUntil(lambda: job.poll() is not None and job.finished, timeout=TIMEOUT_MS)  # Qt deletes the widget
     assert job.error is None and job.result.status == "stopped"  # not the 1000 epochs it was set to
     assert last.is_file()
+
+
+def test_a_new_run_goes_to_a_numbered_folder_instead_of_replacing_one(viewer_and_widget, qtbot, tmp_path, notifications):
+    _, widget = viewer_and_widget
+    widget.epochs.value = 1
+    widget.start_button.clicked()
+    qtbot.waitUntil(lambda: widget.job is None, timeout=TIMEOUT_MS)
+    first = (tmp_path / "run" / "last.pt").read_bytes()
+    widget.seed.value = 1
+    widget.start_button.clicked()
+    qtbot.waitUntil(lambda: widget.job is None, timeout=TIMEOUT_MS)
+    assert Path(widget.output.value) == tmp_path / "run-2" and (tmp_path / "run-2" / "last.pt").is_file()
+    assert (tmp_path / "run" / "last.pt").read_bytes() == first
+    assert any(f"this run goes to {tmp_path / 'run-2'}" in n.message for n in notifications)

@@ -30,5 +30,5 @@ def run(args: argparse.Namespace) -> int:
 
     config = resolve_config(args, PretrainConfig, COMMON_FLAGS + PRETRAIN_FLAGS, "pretrain")
     with stop_on_interrupt() as stop:
-        result = pretrain(config, callbacks=[ProgressPrinter(not args.no_progress)], stop=stop)
+        result = pretrain(config, callbacks=[ProgressPrinter(not args.no_progress)], stop=stop, overwrite=args.overwrite)
     return report(result)

@@ -72,6 +72,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, flags: list[tuple[str, st
     parser.add_argument("--patch-size", dest="crop_size", type=int, action=DeprecatedAlias, new_flag="--crop-size",
                         default=None, help=argparse.SUPPRESS)
     parser.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the model")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start a new run in an output folder holding an earlier one (replaced)"
+    )
     parser.add_argument("--no-augment", action="store_true", help="disable data augmentation")
     parser.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
 
@@ -152,24 +155,28 @@ class ProgressPrinter:
 
 @contextlib.contextmanager
 def stop_on_interrupt() -> Iterator[StopToken]:
-    """A StopToken requested by the first Ctrl-C (the run saves last.pt); a second Ctrl-C aborts."""
+    """A StopToken requested by the first Ctrl-C or SIGTERM (SLURM, ``docker stop``): the run saves
+    last.pt and can be resumed; a second one aborts."""
     stop = StopToken()
 
     def handler(signum, frame):
         if stop.requested:
             raise KeyboardInterrupt
-        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{name}: stopping after this step, saving last.pt (again to abort)...", file=sys.stderr)
         stop.request()
 
+    signals = (signal.SIGINT, signal.SIGTERM)
     try:
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {signum: signal.signal(signum, handler) for signum in signals}
     except ValueError:  # not the main thread
         yield stop
         return
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def report(result) -> int:
@@ -186,5 +193,5 @@ def run(args: argparse.Namespace) -> int:
 
     config = resolve_config(args, TrainConfig, COMMON_FLAGS + TRAIN_FLAGS, "nucleus")
     with stop_on_interrupt() as stop:
-        result = finetune(config, callbacks=[ProgressPrinter(not args.no_progress)], stop=stop)
+        result = finetune(config, callbacks=[ProgressPrinter(not args.no_progress)], stop=stop, overwrite=args.overwrite)
     return report(result)

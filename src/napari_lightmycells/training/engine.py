@@ -9,8 +9,10 @@ exactly from ``last.pt`` (mid-epoch included).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -31,11 +33,11 @@ from . import distributed, rng
 from .config import RunConfig, save_config
 from .loaders import ResumableSampler, steps_per_epoch, train_loader
 from .previews import save_previews
+from .run_folder import BEST, LAST, check_steps_left, prepare_run_folder
 from .schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
 
-BEST, LAST = "best.pt", "last.pt"
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 
@@ -382,11 +384,17 @@ def run(
     build_task: Callable[[dict[str, Any] | None, Runtime], Task],
     callbacks: Iterable[Callback] | None = None,
     stop: StopToken | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Run (or resume, with ``config.resume``) the task ``build_task(resume checkpoint or None, runtime)``
-    makes, inside a (possibly distributed) session."""
+    makes, inside a (possibly distributed) session. A non-empty output folder is refused unless the run
+    resumes or ``overwrite`` is set; these checks come before any data is read."""
     config.validate()
     checkpoint = read_resume_checkpoint(config.resume) if config.resume else None
+    if checkpoint is not None:
+        check_steps_left(checkpoint, config)
+    if int(os.environ.get("RANK", "0")) == 0:  # the main process owns the output folder
+        prepare_run_folder(config, overwrite)
     with distributed.session(config.device) as (env, device):
         runtime = make_runtime(config, env, device)
         rng.seed_everything(config.seed)
@@ -412,6 +420,10 @@ def read_resume_checkpoint(path: str) -> dict[str, Any]:
 
 
 def config_from_checkpoint(path: str, cls: type[RunConfig]) -> RunConfig:
-    """The configuration a ``last.pt`` was trained with, set to resume from it."""
-    stored = read_resume_checkpoint(path)["training_state"]["config"]
-    return cls.from_dict(stored).replace(resume=str(path))
+    """The configuration a ``last.pt`` was trained with, set to resume from it. A run stopped by its
+    ``max_steps`` continues to its last epoch (the limit is dropped once reached)."""
+    state = read_resume_checkpoint(path)["training_state"]
+    config = cls.from_dict(state["config"]).replace(resume=str(path))
+    if config.max_steps is not None and state["loop"]["step"] >= config.max_steps:
+        config = dataclasses.replace(config, max_steps=None)
+    return config

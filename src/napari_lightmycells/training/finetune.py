@@ -32,14 +32,16 @@ PredictFn = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs -> a bat
 
 
 def finetune(
-    config: TrainConfig, callbacks: Iterable[Callback] | None = None, stop: StopToken | None = None
+    config: TrainConfig, callbacks: Iterable[Callback] | None = None, stop: StopToken | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train (or resume, with ``config.resume``) a UNETR for ``config.organelle``."""
+    """Train (or resume, with ``config.resume``) a UNETR for ``config.organelle``; an output folder holding
+    an earlier run is refused unless ``overwrite``."""
 
     def build_task(checkpoint: dict[str, Any] | None, runtime: Runtime) -> Task:
         return finetune_task(config, build_unetr(config, checkpoint), *paired_datasets(config), runtime)
 
-    return run(config, build_task, callbacks, stop)
+    return run(config, build_task, callbacks, stop, overwrite)
 
 
 def build_unetr(config: TrainConfig, checkpoint: dict[str, Any] | None = None) -> UNETR2D:

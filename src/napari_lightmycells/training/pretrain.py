@@ -25,15 +25,17 @@ logger = logging.getLogger(__name__)
 
 
 def pretrain(
-    config: PretrainConfig, callbacks: Iterable[Callback] | None = None, stop: StopToken | None = None
+    config: PretrainConfig, callbacks: Iterable[Callback] | None = None, stop: StopToken | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Pretrain (or resume, with ``config.resume``) an MAE; its checkpoints initialise UNETR encoders."""
+    """Pretrain (or resume, with ``config.resume``) an MAE; its checkpoints initialise UNETR encoders. An
+    output folder holding an earlier run is refused unless ``overwrite``."""
 
     def build_task(checkpoint: dict[str, Any] | None, runtime: Runtime) -> Task:
         dataset, modalities = unlabelled_dataset(config)
         return pretrain_task(config, build_mae(config, checkpoint), dataset, runtime, modalities)
 
-    return run(config, build_task, callbacks, stop)
+    return run(config, build_task, callbacks, stop, overwrite)
 
 
 def build_mae(config: PretrainConfig, checkpoint: dict[str, Any] | None = None) -> MAE2D:

@@ -34,6 +34,7 @@ from ..errors import DataError, LightMyCellsError
 from ..events import ProgressEvent
 from ..training.config import RunConfig, TrainConfig
 from ..training.engine import LAST, config_from_checkpoint
+from ..training.run_folder import next_free_folder
 from ._plot import TrainingPlot
 from ._tasks import notify_error
 
@@ -134,9 +135,18 @@ class TrainingWidget(Container):
     def config(self) -> RunConfig:
         """A new run's config, or with "resume" the stopped run's own (epochs, device, workers updated)."""
         if not self.resume.value:
+            self._use_free_output_folder()
             return self.make_config()
         stored = config_from_checkpoint(str(Path(self.output.value) / LAST), self.config_class)
         return stored.replace(epochs=self.epochs.value, device=self.device.value, workers=self.workers.value)
+
+    def _use_free_output_folder(self) -> None:
+        """A new run never replaces an earlier one: a folder holding anything gives way to ``<folder>-2``..."""
+        folder = Path(self.output.value)
+        free = next_free_folder(folder)
+        if free != folder:
+            self.output.value = free
+            show_info(f"{folder} holds an earlier run; this run goes to {free} (tick resume to continue the earlier one).")
 
     def start(self) -> None:
         """Start a run in the background (input errors become notifications)."""
