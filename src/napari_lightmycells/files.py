@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -55,7 +56,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
 
 
 def is_temporary_of(entry: Path, names: Iterable[str]) -> bool:
-    """Whether ``entry`` is a temporary file left by :func:`atomic_write` for one of ``names``."""
+    """Whether ``entry`` is a temporary file (or OME-Zarr folder) left by an atomic write of one of ``names``."""
     return entry.name.endswith(TMP_SUFFIX) and any(entry.name.startswith(f".{name}.") for name in names)
 
 
@@ -64,9 +65,12 @@ def remove_stale_temporaries(folder: str | os.PathLike, names: Iterable[str]) ->
     folder, names = Path(folder), list(names)
     if not folder.is_dir():
         return []
-    stale = [entry for entry in folder.iterdir() if entry.is_file() and is_temporary_of(entry, names)]
+    stale = [entry for entry in folder.iterdir() if is_temporary_of(entry, names)]
     for entry in stale:
-        entry.unlink(missing_ok=True)
+        if entry.is_dir():  # an OME-Zarr folder (data.lazy.ome_zarr_output)
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
     return stale
 
 

@@ -1,12 +1,26 @@
-"""``lightmycells predict``: organelle predictions for TIFF files or folders, written as OME-TIFF."""
+"""``lightmycells predict``: organelle predictions for TIFF files or folders, written as OME-TIFF.
+
+Under ``torchrun`` every process predicts its share of the inputs on its own device; rank 0 writes the
+summary CSV listing every input with its status.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..constants import canonical_organelle
 from ..errors import LightMyCellsError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..inference.cache import ModelCache
+    from ..inference.predictor import FileResult
+    from ..training.distributed import DistEnv
 
 
 def add_parser(sub) -> None:
@@ -36,12 +50,17 @@ def add_parser(sub) -> None:
         "--overwrite", action="store_true",
         help="replace existing outputs (never organelle images found among the inputs)",
     )
+    parser.add_argument(
+        "--skip-existing", action="store_true",
+        help="keep outputs already there and predict only what is missing (re-runs resume)",
+    )
     parser.add_argument("--list-models", action="store_true", help="list registered public models and exit")
 
 
-def resolve_model(spec: str) -> tuple[str, Path]:
-    """``[ORGANELLE=]MODEL`` -> (organelle, checkpoint or bioimage.io package), downloading registered models."""
-    from ..checkpoint import load_model
+def resolve_model(spec: str, cache: ModelCache, device: torch.device, precision: str) -> tuple[str, Path]:
+    """``[ORGANELLE=]MODEL`` -> (organelle, checkpoint or bioimage.io package), downloading registered models.
+
+    A model whose organelle is read from its file is loaded into ``cache``, where the predictor finds it."""
     from ..hub import fetch_model, find_entry
 
     organelle, _, model = spec.rpartition("=")
@@ -51,7 +70,7 @@ def resolve_model(spec: str) -> tuple[str, Path]:
         path = fetch_model(entry)
         organelle = organelle or entry.organelle
     if not organelle:
-        organelle = load_model(path)[1].organelle or ""
+        organelle = cache.load(path, device, precision)[1].organelle or ""
         if not organelle:
             raise ModelError(f"{path.name} does not say which organelle it predicts; use ORGANELLE={path}.")
     try:
@@ -71,8 +90,8 @@ def parse_plane(value: str) -> int | str:
 
 def run(args: argparse.Namespace) -> int:
     from ..hub import known_models
-    from ..inference.predictor import Predictor, validate_tiling
-    from .progress import ProgressBar
+    from ..inference.predictor import validate_tiling
+    from ..training.distributed import session
 
     if args.list_models:
         entries = known_models()
@@ -89,18 +108,62 @@ def run(args: argparse.Namespace) -> int:
     validate_tiling(args.tile_size, args.overlap, args.batch_size)
     if args.output.is_file():
         raise LightMyCellsError(f"-o/--output {args.output} is an existing file; give a folder for the predictions.")
-    models = dict(resolve_model(spec) for spec in args.model)
+    with session(args.device) as (env, device):
+        results = _predict_shard(args, plane, device, env)
+        if env.enabled:
+            import torch.distributed as dist
+
+            shards: list[list[FileResult]] = [[] for _ in range(env.world_size)]
+            dist.all_gather_object(shards, results)
+            results = sorted((r for shard in shards for r in shard), key=lambda r: str(r.file))
+        if env.is_main:
+            _report(results, args.output)
+    return 1 if any(r.status == "error" for r in results) else 0
+
+
+def _predict_shard(args: argparse.Namespace, plane, device, env: DistEnv) -> list[FileResult]:
+    """This process's share of the inputs, each model loaded once."""
+    from ..inference.cache import ModelCache
+    from ..inference.predictor import Predictor
+    from ..training.distributed import barrier
+    from .progress import ProgressBar
+
+    cache = ModelCache()
+    models = dict(resolve_model(spec, cache, device, args.precision) for spec in args.model)
     predictor = Predictor(
-        models, device=args.device, tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-        precision=args.precision,
+        models, device=device, tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+        precision=args.precision, cache=cache,
     )
-    bar = ProgressBar("predict")
-    results = predictor.predict_files(args.inputs, args.output, plane=plane, callbacks=[bar], overwrite=args.overwrite)
-    bar.close()
+    bar = ProgressBar("predict", disable=True if not env.is_main else None)
+    try:
+        return predictor.predict_files(
+            args.inputs, args.output, plane=plane, callbacks=[bar], overwrite=args.overwrite,
+            skip_existing=args.skip_existing, shard=(env.rank, env.world_size), after_plan=lambda: barrier(env),
+        )
+    finally:
+        bar.close()
+
+
+def _report(results: list[FileResult], output: Path) -> None:
+    """Print every input's status and write them to ``predict_summary_<time>.csv`` in ``output``."""
+    from ..files import atomic_write
+
     for result in results:
         print(f"{result.status:<8} {result.file}  {result.message}")
+    summary = output / time.strftime("predict_summary_%Y%m%d-%H%M%S.csv")
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
+            table = csv.writer(handle)
+            table.writerow(["input", "status", "message", "outputs"])
+            for r in results:
+                table.writerow([r.file, r.status, r.message, ";".join(map(str, r.outputs))])
+
+    if output.is_dir():
+        atomic_write(summary, write)
     failed = [r for r in results if r.status == "error"]
     done = [r for r in results if r.status == "ok"]
     skipped = len(results) - len(done) - len(failed)
-    print(f"{len(done)} of {len(done) + len(failed)} inputs done ({skipped} skipped), outputs in {args.output}")
-    return 1 if failed else 0
+    print(f"{len(done)} of {len(done) + len(failed)} inputs done ({skipped} skipped), outputs in {output}")
+    if output.is_dir():
+        print(f"Summary: {summary}")

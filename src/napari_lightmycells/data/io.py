@@ -177,13 +177,18 @@ def _kept_axes(shape: tuple[int, ...], axes: str, name: str) -> list[int]:
     return keep
 
 
-def _squeeze_axes(data: np.ndarray, axes: str, name: str) -> tuple[np.ndarray, str]:
-    keep = _kept_axes(data.shape, axes, name)
-    data = data.reshape([data.shape[i] for i in keep])
+def squeezed_axes(shape: tuple[int, ...], axes: str, name: str) -> tuple[list[int], str]:
+    """The axes kept after squeezing and their names (a generic stack axis is called ``Z``)."""
+    keep = _kept_axes(shape, axes, name)
     kept = "".join(axes[i] for i in keep)
     if len(kept) == 3 and kept[0] in _GENERIC_STACK_AXES:
         kept = "Z" + kept[1:]
-    return data, kept
+    return keep, kept
+
+
+def _squeeze_axes(data: np.ndarray, axes: str, name: str) -> tuple[np.ndarray, str]:
+    keep, kept = squeezed_axes(data.shape, axes, name)
+    return data.reshape([data.shape[i] for i in keep]), kept
 
 
 def _read_metadata(tif: tifffile.TiffFile) -> dict:

@@ -16,8 +16,10 @@ SAMPLE_SIDE = 2048
 
 
 def is_lazy(image) -> bool:
-    """Whether ``image`` is an array read on demand rather than a numpy array."""
-    return not isinstance(image, np.ndarray) and all(hasattr(image, a) for a in ("shape", "dtype", "__getitem__"))
+    """Whether ``image`` is an array read on demand (a memory map too) rather than a numpy array in memory."""
+    if isinstance(image, np.ndarray):
+        return isinstance(image, np.memmap)
+    return all(hasattr(image, attribute) for attribute in ("shape", "dtype", "__getitem__"))
 
 
 class PlaneView:

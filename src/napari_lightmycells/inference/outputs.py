@@ -1,6 +1,8 @@
 """Which files a batch prediction reads and writes, checked before anything is computed.
 
-Outputs are ``<input stem>_<Organelle>.ome.tiff``. A plan is refused (one-line :class:`DataError`) when
+Outputs are ``<input stem>_<Organelle>.ome.tiff``, or ``.ome.zarr`` for images too big for memory
+(:func:`..data.lazy.prediction_is_big`). With ``skip_existing``, outputs already there are kept and
+inputs with all their outputs are skipped (re-runs resume). A plan is refused (one-line :class:`DataError`) when
 there is nothing to predict, when two inputs would write the same output, when an output would replace
 an organelle image found among the inputs (a target or an earlier prediction: never, even with
 ``overwrite``), when outputs already exist (unless ``overwrite``), or when the output folder cannot
@@ -35,8 +37,22 @@ class PlannedInput:
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
-def output_name(input_path: Path, organelle: str) -> str:
-    return f"{strip_tiff_suffix(input_path.name)}_{organelle}.ome.tiff"
+SKIPPED_EXISTING = "outputs exist (--skip-existing)"
+
+
+def output_name(input_path: Path, organelle: str, suffix: str = ".ome.tiff") -> str:
+    return f"{strip_tiff_suffix(input_path.name)}_{organelle}{suffix}"
+
+
+def output_suffix(input_path: Path) -> str:
+    """``.ome.zarr`` for an input whose float32 prediction is too big for memory, else ``.ome.tiff``."""
+    from ..data.io import read_shape
+    from ..data.lazy import prediction_is_big
+
+    try:
+        return ".ome.zarr" if prediction_is_big(read_shape(input_path)) else ".ome.tiff"
+    except DataError:  # unreadable: reported when it is predicted
+        return ".ome.tiff"
 
 
 def plan_outputs(
@@ -44,6 +60,7 @@ def plan_outputs(
     output_dir: str | os.PathLike,
     organelles: Iterable[str],
     overwrite: bool = False,
+    skip_existing: bool = False,
 ) -> list[PlannedInput]:
     """The inputs (folders expanded) with their outputs in ``output_dir``, after every safety check;
     stale temporaries of earlier interrupted writes of these outputs are removed."""
@@ -55,7 +72,12 @@ def plan_outputs(
         found = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
         raise DataError(f"Nothing to predict: no transmitted-light TIFF among the inputs ({found}).")
     for item in todo:
-        item.outputs = {organelle: output_dir / output_name(item.path, organelle) for organelle in organelles}
+        suffix = output_suffix(item.path)
+        item.outputs = {organelle: output_dir / output_name(item.path, organelle, suffix) for organelle in organelles}
+        if skip_existing:
+            item.outputs = {organelle: path for organelle, path in item.outputs.items() if not path.exists()}
+            item.skip_reason = "" if item.outputs else SKIPPED_EXISTING
+    todo = [item for item in todo if not item.skip_reason]
     _check_outputs(plan, todo, output_dir, overwrite)
     ensure_writable_folder(output_dir)
     remove_stale_temporaries(output_dir, [path.name for item in todo for path in item.outputs.values()])

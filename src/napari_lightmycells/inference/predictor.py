@@ -17,10 +17,11 @@ arrays the caller provides (an OME-Zarr on disk, or the array a napari layer alr
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,32 +173,42 @@ class Predictor:
         callbacks: Iterable[Callback] | None = None,
         stop: StopToken | None = None,
         overwrite: bool = False,
+        skip_existing: bool = False,
+        shard: tuple[int, int] = (0, 1),
+        after_plan: Callable[[], None] | None = None,
     ) -> list[FileResult]:
         """Predict every input file (folders: their TIFF files) into ``<stem>_<Organelle>.ome.tiff``.
 
-        Outputs are float32 OME-TIFFs carrying the input's pixel size. Before anything is computed the
-        outputs are checked (:func:`.outputs.plan_outputs`): existing files are replaced only with
-        ``overwrite``, organelle images among the inputs never. Nothing is skipped silently: every input
-        (and every non-TIFF file found in a folder) gets a :class:`FileResult`; a file that fails gets an
-        ``"error"`` entry and the others are still processed.
+        Outputs are float32 OME-TIFFs carrying the input's pixel size; images too big for memory are read
+        lazily and predicted into ``.ome.zarr`` folders (:mod:`..data.lazy`). Before anything is computed
+        the outputs are checked (:func:`.outputs.plan_outputs`): existing files are replaced only with
+        ``overwrite`` (kept, and their inputs skipped, with ``skip_existing``), organelle images among the
+        inputs never. ``shard=(rank, count)`` predicts only every ``count``-th input from ``rank`` (one
+        process of a ``torchrun`` job; skipped inputs are reported by rank 0), after ``after_plan()`` (a
+        barrier: no process writes while another still checks the outputs). Nothing is skipped silently:
+        every input (and every non-TIFF file found in a folder) gets a :class:`FileResult`; a file that
+        fails gets an ``"error"`` entry and the others are still processed.
         """
-        from ..data.io import read_image, write_prediction
         from .outputs import plan_outputs
 
         callbacks = list(callbacks or [])
+        rank, count = shard
+        plan = plan_outputs(inputs, output_dir, self.organelles, overwrite, skip_existing)
+        todo = [item for item in plan if not item.skip_reason]
+        mine = {id(item) for item in todo[rank::count]}
+        if after_plan is not None:
+            after_plan()
         results = []
-        for item in plan_outputs(inputs, output_dir, self.organelles, overwrite):
+        for item in plan:
             path = item.path
             if item.skip_reason:
-                results.append(FileResult(path, "skipped", item.skip_reason))
+                if rank == 0:
+                    results.append(FileResult(path, "skipped", item.skip_reason))
+                continue
+            if id(item) not in mine:
                 continue
             try:
-                image = read_image(path)
-                predictions = self.predict(image.data, plane=plane, callbacks=callbacks, stop=stop)
-                outputs = [
-                    write_prediction(item.outputs[organelle], prediction, image, organelle)
-                    for organelle, prediction in predictions.items()
-                ]
+                outputs = self._predict_file(item.path, item.outputs, plane, callbacks, stop)
             except StopRequested:
                 raise
             except LightMyCellsError as exc:
@@ -209,6 +220,31 @@ class Predictor:
                 results.append(FileResult(path, "ok", f"wrote {len(outputs)} file(s)", outputs))
             logger.info("%s: %s %s", path.name, results[-1].status, results[-1].message)
         return results
+
+    def _predict_file(self, path: Path, outputs: dict[str, Path], plane, callbacks, stop) -> list[Path]:
+        """Predict the organelles of ``outputs`` for one file and write them (OME-TIFF, or OME-Zarr)."""
+        from ..data.io import write_prediction
+        from ..data.lazy import ome_zarr_output, open_image
+
+        image = open_image(path)
+        predictor = self if list(outputs) == self.organelles else self._only(outputs)
+        if not any(str(target).endswith(".zarr") for target in outputs.values()):
+            predictions = predictor.predict(image.data, plane=plane, callbacks=callbacks, stop=stop)
+            return [write_prediction(outputs[organelle], data, image, organelle) for organelle, data in predictions.items()]
+        shape = tuple(image.data.shape) if plane == "all" else tuple(image.data.shape[-2:])
+        with contextlib.ExitStack() as stack:
+            out = {
+                organelle: stack.enter_context(ome_zarr_output(target, shape, image, organelle))
+                for organelle, target in outputs.items()
+            }
+            predictor.predict(image.data, plane=plane, callbacks=callbacks, stop=stop, out=out)
+        return list(outputs.values())
+
+    def _only(self, organelles: Iterable[str]) -> Predictor:
+        """This predictor restricted to some of its organelles (models shared)."""
+        subset = copy.copy(self)
+        subset.models = {organelle: self.models[organelle] for organelle in organelles}
+        return subset
 
     def _load(self, organelle: str, model: nn.Module | str | os.PathLike, normalization: str | None) -> _LoadedModel:
         card_normalization = None
