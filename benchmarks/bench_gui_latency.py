@@ -32,6 +32,8 @@ from napari_lightmycells.widgets._latency import TICK_MS, LatencyProbe
 from napari_lightmycells.widgets.finetune import FinetuneWidget, PairRow
 
 RESULTS = Path(__file__).parent / "results" / "gui_latency.json"
+
+
 def run_event_loop(seconds: float, until=None) -> None:
     """Run the Qt event loop for ``seconds`` (or until ``until()`` is true, checked every 50 ms)."""
     loop = QEventLoop()
@@ -99,19 +101,34 @@ def main() -> None:
     rows += [measure_mode(widget, probe, mode, args.seconds) for mode in ("process", "thread")]
     viewer.close()
 
-    print(f"{'mode':8} {'ticks':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>8} {'>100ms':>7} {'1st step':>9}")
+    print(
+        f"{'mode':8} {'ticks':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>8} {'>100ms':>7} {'1st step':>9}"
+    )
     for row in rows:
         first = f"{row['start_to_first_step_s']:.1f} s" if "start_to_first_step_s" in row else "-"
-        print(f"{row['mode']:8} {row['ticks']:6d} {row['p50_ms']:7.1f} {row['p95_ms']:7.1f} {row['p99_ms']:7.1f} "
-              f"{row['max_ms']:8.1f} {row['over_100ms']:7d} {first:>9}")
+        print(
+            f"{row['mode']:8} {row['ticks']:6d} {row['p50_ms']:7.1f} {row['p95_ms']:7.1f} {row['p99_ms']:7.1f} "
+            f"{row['max_ms']:8.1f} {row['over_100ms']:7d} {first:>9}"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "what": f"lateness of a {TICK_MS} ms QTimer in the napari event loop while fine-tuning from layers",
-        "settings": vars(args),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "napari": napari.__version__},
-        "results": rows,
-    }, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "what": f"lateness of a {TICK_MS} ms QTimer in the napari event loop while fine-tuning from layers",
+                "settings": vars(args),
+                "machine": {
+                    "cpu_count": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(),
+                    "napari": napari.__version__,
+                },
+                "results": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"saved {RESULTS}")
 
 

@@ -44,9 +44,19 @@ class BiapyUNETR(nn.Module):
 
         self.token_size = 32
         self.net = UNETR(
-            input_shape=(tile, tile, 1), patch_size=32, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
-            num_filters=32, output_channels=[1], output_channel_info=["F"], decoder_activation="relu",
-            ViT_hidd_mult=3, normalization="bn", k_size=9,
+            input_shape=(tile, tile, 1),
+            patch_size=32,
+            embed_dim=768,
+            depth=12,
+            num_heads=12,
+            mlp_ratio=4.0,
+            num_filters=32,
+            output_channels=[1],
+            output_channel_info=["F"],
+            decoder_activation="relu",
+            ViT_hidd_mult=3,
+            normalization="bn",
+            k_size=9,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,7 +100,9 @@ def precision_name(device: torch.device, precision: str) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(device, precision)]
 
 
-def peak_tflops(device: torch.device, override: float | None, precision: str = "fp32") -> tuple[float | None, str]:
+def peak_tflops(
+    device: torch.device, override: float | None, precision: str = "fp32"
+) -> tuple[float | None, str]:
     """Peak FLOP rate of ``device`` in ``precision`` (CUDA: the bf16 data-sheet figure) and its source."""
     if override:
         return override, "--peak-tflops"
@@ -103,7 +115,9 @@ def peak_tflops(device: torch.device, override: float | None, precision: str = "
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     flops_per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8  # fp32, 2 FMA units
     if precision == "bf16" and ("avx512_bf16" in flags or "amx_bf16" in flags):
-        flops_per_cycle *= 2  # VDPBF16PS: two bf16 products per fp32 lane (AMX tiles give more: a lower bound)
+        flops_per_cycle *= (
+            2  # VDPBF16PS: two bf16 products per fp32 lane (AMX tiles give more: a lower bound)
+        )
     freq = psutil.cpu_freq()
     ghz = (freq.max or freq.current) / 1000 if freq else 2.5
     cores = torch.get_num_threads()
@@ -115,7 +129,8 @@ def machine(device: torch.device) -> dict:
     """What ran the benchmark (load average: other processes skew CPU timings)."""
     return {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
         else platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -134,8 +149,14 @@ def save_report(report: dict, output_dir: Path, name: str) -> Path:
 
 
 def bench(name: str, model: nn.Module, precision: str, image: np.ndarray, device: torch.device, args) -> dict:
-    predictor = Predictor({"Nucleus": model}, device=device, tile_size=args.tile, overlap=args.overlap,
-                          batch_size=args.batch, precision=precision)
+    predictor = Predictor(
+        {"Nucleus": model},
+        device=device,
+        tile_size=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch,
+        precision=precision,
+    )
     if device.type == "cuda":  # warm-up (cuDNN autotuning, lazy init)
         predictor.predict(image[: args.tile, : args.tile])
         torch.cuda.synchronize(device)
@@ -178,11 +199,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--preset", default="unetr_paper")
-    parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    parser.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP rate of the device (TFLOP/s)")
+    parser.add_argument(
+        "--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    )
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="peak FLOP rate of the device (TFLOP/s)"
+    )
     parser.add_argument("--no-biapy", action="store_true", help="skip BiaPy's UNETR even if importable")
-    parser.add_argument("--precisions", nargs="+", default=["auto", "bf16"],
-                        help="our model's precisions to time (BiaPy runs in fp32, as it does by default)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["auto", "bf16"],
+        help="our model's precisions to time (BiaPy runs in fp32, as it does by default)",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
@@ -201,23 +230,31 @@ def main() -> None:
         rows = [bench(name, model, precision, image, device, args) for name, model, precision in runs]
         report = {
             **machine(device),
-            "size": args.size, "tile": args.tile, "overlap": args.overlap, "batch": args.batch,
-            "repeats": args.repeats, "results": rows,
+            "size": args.size,
+            "tile": args.tile,
+            "overlap": args.overlap,
+            "batch": args.batch,
+            "repeats": args.repeats,
+            "results": rows,
         }
         print_table(report)
         save_report(report, args.output_dir, f"predict_{device.type}")
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{report['device']} ({report['device_name']}), {report['size']}² image, {report['tile']}² tiles, "
-          f"batch {report['batch']}")
+    print(
+        f"\n{report['device']} ({report['device_name']}), {report['size']}² image, {report['tile']}² tiles, "
+        f"batch {report['batch']}"
+    )
     header = f"{'model':<24}{'precision':>15}{'s/image':>10}{'MP/s':>10}{'peak MiB':>10}{'TFLOP':>8}{'TFLOP/s':>9}{'% peak':>8}"
     print(header + "\n" + "-" * len(header))
     for row in report["results"]:
         fraction = f"{100 * row['fraction_of_peak']:.1f}" if row["fraction_of_peak"] is not None else "n/a"
-        print(f"{row['model']:<24}{row['precision']:>15}{row['seconds']:>10.2f}{row['megapixels_per_s']:>10.3f}"
-              f"{row['peak_memory_mib']:>10.0f}{row['tflop_per_image']:>8.2f}{row['achieved_tflops']:>9.3f}"
-              f"{fraction:>8}")
+        print(
+            f"{row['model']:<24}{row['precision']:>15}{row['seconds']:>10.2f}{row['megapixels_per_s']:>10.3f}"
+            f"{row['peak_memory_mib']:>10.0f}{row['tflop_per_image']:>8.2f}{row['achieved_tflops']:>9.3f}"
+            f"{fraction:>8}"
+        )
 
 
 if __name__ == "__main__":

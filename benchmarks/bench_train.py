@@ -46,9 +46,19 @@ class BiapyUNETR(nn.Module):
 
         with contextlib.redirect_stdout(io.StringIO()):
             self.net = UNETR(
-                input_shape=(size, size, 1), patch_size=32, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
-                num_filters=32, output_channels=[1], output_channel_info=["F"], decoder_activation="relu",
-                ViT_hidd_mult=3, normalization="bn", k_size=9,
+                input_shape=(size, size, 1),
+                patch_size=32,
+                embed_dim=768,
+                depth=12,
+                num_heads=12,
+                mlp_ratio=4.0,
+                num_filters=32,
+                output_channels=[1],
+                output_channel_info=["F"],
+                decoder_activation="relu",
+                ViT_hidd_mult=3,
+                normalization="bn",
+                k_size=9,
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,8 +122,11 @@ def train_steps(model: nn.Module, precision: str, device: torch.device, args) ->
         sync()
         seconds = (time.perf_counter() - start) / args.steps
     memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
-    return {"seconds_per_step": seconds, "peak_memory_mib": memory / 2**20,
-            "memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS"}
+    return {
+        "seconds_per_step": seconds,
+        "peak_memory_mib": memory / 2**20,
+        "memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS",
+    }
 
 
 def bench(name: str, model: nn.Module, precision: str, device: torch.device, args) -> dict:
@@ -145,10 +158,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--preset", default="unetr_paper")
     parser.add_argument("--devices", nargs="+", default=["cuda"] if torch.cuda.is_available() else ["cpu"])
-    parser.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP rate of the device (TFLOP/s)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="peak FLOP rate of the device (TFLOP/s)"
+    )
     parser.add_argument("--no-biapy", action="store_true", help="skip BiaPy's UNETR even if importable")
-    parser.add_argument("--precisions", nargs="+", default=["auto", "bf16"],
-                        help="our model's precisions to time (BiaPy is timed in fp32)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["auto", "bf16"],
+        help="our model's precisions to time (BiaPy is timed in fp32)",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
@@ -161,8 +180,10 @@ def main() -> None:
         for name, precision in runs:
             try:  # a fresh model per run: the same initial weights and optimiser state for every precision
                 torch.manual_seed(0)
-                model = BiapyUNETR(args.size) if name.startswith("biapy") else UNETR2D(
-                    unetr_config(args.preset, crop_size=args.size)
+                model = (
+                    BiapyUNETR(args.size)
+                    if name.startswith("biapy")
+                    else UNETR2D(unetr_config(args.preset, crop_size=args.size))
                 )
             except ImportError:
                 print("biapy is not importable: skipping its UNETR")
@@ -173,8 +194,13 @@ def main() -> None:
         report = {
             **machine(device),
             "channels_last": device.type == "cuda",
-            "size": args.size, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
-            "note": "" if args.size == 1024 else f"patch {args.size}² instead of the paper's 1024² to keep the run short",
+            "size": args.size,
+            "batch": args.batch,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "note": ""
+            if args.size == 1024
+            else f"patch {args.size}² instead of the paper's 1024² to keep the run short",
             "results": rows,
         }
         print_table(report)
@@ -182,14 +208,18 @@ def main() -> None:
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{report['device']} ({report['device_name']}), {report['size']}² patches, batch {report['batch']}, "
-          f"{report['steps']} timed steps")
+    print(
+        f"\n{report['device']} ({report['device_name']}), {report['size']}² patches, batch {report['batch']}, "
+        f"{report['steps']} timed steps"
+    )
     header = f"{'model':<24}{'precision':>10}{'s/step':>9}{'samples/s':>11}{'peak MiB':>10}{'TFLOP/step':>12}{'TFLOP/s':>9}{'MFU %':>7}"
     print(header + "\n" + "-" * len(header))
     for row in report["results"]:
         mfu = f"{100 * row['mfu']:.1f}" if row["mfu"] is not None else "n/a"
-        print(f"{row['model']:<24}{row['precision']:>10}{row['seconds_per_step']:>9.2f}{row['samples_per_s']:>11.3f}"
-              f"{row['peak_memory_mib']:>10.0f}{row['tflop_per_step']:>12.3f}{row['achieved_tflops']:>9.3f}{mfu:>7}")
+        print(
+            f"{row['model']:<24}{row['precision']:>10}{row['seconds_per_step']:>9.2f}{row['samples_per_s']:>11.3f}"
+            f"{row['peak_memory_mib']:>10.0f}{row['tflop_per_step']:>12.3f}{row['achieved_tflops']:>9.3f}{mfu:>7}"
+        )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,12 @@ def add_study_layers(viewer: napari.Viewer, study: Path) -> None:
     for index in range(1, CASES + 1):
         stack = np.stack([read_image(study / f"image_{index}_BF_z{z}.ome.tiff").data for z in range(3)])
         viewer.add_image(stack, name=f"BF {index}")
-        viewer.add_image(read_image(study / f"image_{index}_Nucleus.ome.tiff").data, name=f"Nucleus {index}",
-                         colormap="blue", blending="additive")
+        viewer.add_image(
+            read_image(study / f"image_{index}_Nucleus.ome.tiff").data,
+            name=f"Nucleus {index}",
+            colormap="blue",
+            blending="additive",
+        )
 
 
 def configure(widget: TrainingWidget, output: Path) -> None:
@@ -79,10 +83,13 @@ def main() -> None:
 
         finetune = FinetuneWidget(viewer)
         viewer.window.add_dock_widget(finetune, name="Fine-tune organelle model")
-        for index in range(2, CASES + 1):
+        for _ in range(2, CASES + 1):
             finetune.pairs.append(PairRow(viewer))
         for index, row in enumerate(finetune.pairs, 1):
-            row.input.value, row.target.value = viewer.layers[f"BF {index}"], viewer.layers[f"Nucleus {index}"]
+            row.input.value, row.target.value = (
+                viewer.layers[f"BF {index}"],
+                viewer.layers[f"Nucleus {index}"],
+            )
         finetune.model.value, finetune.val_fraction.value, finetune.samples.value = "unetr_tiny", 0.25, 4
         configure(finetune, Path(folder) / "finetune")
         screenshot_run(viewer, finetune, "finetune_widget.png", epochs=8)

@@ -9,7 +9,6 @@ from napari_lightmycells.checkpoint import save_checkpoint
 from napari_lightmycells.data.synthetic import make_synthetic_study
 from napari_lightmycells.models import create_model
 
-
 # Real studies live in shared/ beside the project checkout (never copied into it); see its SOURCES.md.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -19,9 +19,19 @@ def study(tmp_path_factory):
 
 def tiny_config(study, output, **changes) -> TrainConfig:
     values = {
-        "data": str(study), "output": str(output), "model": "unetr_tiny", "epochs": 3, "batch_size": 2,
-        "crop_size": 64, "samples_per_case": 2, "val_fraction": 0.34, "warmup_epochs": 0, "workers": 0,
-        "device": "cpu", "preview_every": 1, "patience": None,
+        "data": str(study),
+        "output": str(output),
+        "model": "unetr_tiny",
+        "epochs": 3,
+        "batch_size": 2,
+        "crop_size": 64,
+        "samples_per_case": 2,
+        "val_fraction": 0.34,
+        "warmup_epochs": 0,
+        "workers": 0,
+        "device": "cpu",
+        "preview_every": 1,
+        "patience": None,
     }
     return TrainConfig(**{**values, **changes})
 
@@ -39,7 +49,10 @@ def test_process_job_streams_events_and_stops_with_a_checkpoint(study, tmp_path)
     kinds = [event.kind for event in events]
     assert kinds[0] == "start" and "step" in kinds and "epoch" in kinds and kinds[-1] == "done"
     preview = next(event for event in events if event.kind == "preview")
-    assert isinstance(preview.images["prediction"], np.ndarray) and preview.images["prediction"].shape == (64, 64)
+    assert isinstance(preview.images["prediction"], np.ndarray) and preview.images["prediction"].shape == (
+        64,
+        64,
+    )
     assert result.status == "stopped" and result.last_path.is_file()
     _, card = load_model(result.last_path)
     assert card.organelle == "Nucleus"

@@ -52,7 +52,9 @@ def trained_checkpoint(tmp_path_factory):
         torch.nn.functional.mse_loss(model(images), targets).backward()
         optimizer.step()
     path = tmp_path_factory.mktemp("models") / "mito_pc.pt"
-    return save_checkpoint(path, model, organelle="Mitochondria", modality=("PC",), provenance_extra={"epoch": 3})
+    return save_checkpoint(
+        path, model, organelle="Mitochondria", modality=("PC",), provenance_extra={"epoch": 3}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +68,17 @@ def test_package_passes_format_validation(package):
     assert descr.validation_summary.status == "valid-format"
     assert not any(detail.errors for detail in descr.validation_summary.details)
     names = set(zipfile.ZipFile(package).namelist())
-    assert {"rdf.yaml", "weights.pt", "weights_torchscript.pt", "unetr_standalone.py", "test_input.npy",
-            "test_output.npy", "cover.png", "README.md", "lightmycells_model_card.json"} <= names
+    assert {
+        "rdf.yaml",
+        "weights.pt",
+        "weights_torchscript.pt",
+        "unetr_standalone.py",
+        "test_input.npy",
+        "test_output.npy",
+        "cover.png",
+        "README.md",
+        "lightmycells_model_card.json",
+    } <= names
     weights = descr.weights.pytorch_state_dict
     assert isinstance(weights.architecture, spec.ArchitectureFromFileDescr)
     assert weights.architecture.kwargs["token_size"] == 8
@@ -76,7 +87,10 @@ def test_package_passes_format_validation(package):
         "zero_mean_unit_variance"
     ]
     assert descr.inputs[0].axes[2].size == spec.ParameterizedSize(min=8, step=8)
-    assert {str(c.doi) for c in descr.cite if c.doi} == {"10.1109/ISBI56570.2024.10635343", "10.1101/2024.04.22.590525"}
+    assert {str(c.doi) for c in descr.cite if c.doi} == {
+        "10.1109/ISBI56570.2024.10635343",
+        "10.1101/2024.04.22.590525",
+    }
     assert "Mitochondria" in descr.name and "mitochondria" in descr.tags
     assert [a.name for a in descr.authors] == ["Ada"]
 
@@ -90,8 +104,10 @@ def test_package_passes_bioimageio_core_test_model(package):
 def test_round_trip_gives_identical_model_and_predictions(trained_checkpoint, package):
     original, original_card = load_model(trained_checkpoint)
     imported, card = import_bioimageio(package)
-    assert not torch.equal(create_model("unetr_tiny").state_dict()["encoder.cls_token"],
-                           original.state_dict()["encoder.cls_token"])  # trained, not the init
+    assert not torch.equal(
+        create_model("unetr_tiny").state_dict()["encoder.cls_token"],
+        original.state_dict()["encoder.cls_token"],
+    )  # trained, not the init
     assert card.config == original_card.config
     assert (card.organelle, card.modality, card.normalization) == ("Mitochondria", ("PC",), "zscore")
     assert card.provenance == original_card.provenance
@@ -120,9 +136,14 @@ def test_import_from_the_architecture_when_the_model_card_is_missing(trained_che
 
 def test_standalone_architecture_reproduces_unetr2d():
     torch.manual_seed(0)
-    config = UNETRConfig(encoder=ViTConfig(crop_size=32, token_size=8, embed_dim=32, depth=3, num_heads=2),
-                         decoder_filters=4, kernel_size=3, skip_blocks=(1, 3), decoder_norm="bn",
-                         decoder_activation="elu")
+    config = UNETRConfig(
+        encoder=ViTConfig(crop_size=32, token_size=8, embed_dim=32, depth=3, num_heads=2),
+        decoder_filters=4,
+        kernel_size=3,
+        skip_blocks=(1, 3),
+        decoder_norm="bn",
+        decoder_activation="elu",
+    )
     ours = UNETR2D(config).eval()
     with torch.no_grad():
         ours.encoder.pos_embed.normal_()
@@ -139,9 +160,21 @@ def test_standalone_architecture_reproduces_unetr2d():
 
 def test_biapy_package_imports_with_biapy_outputs(tmp_path):
     biapy_unetr = pytest.importorskip("biapy.models.unetr")
-    kwargs = {"input_shape": [32, 32, 1], "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2,
-              "mlp_ratio": 4.0, "num_filters": 4, "output_channels": [1], "output_channel_info": ["F"],
-              "decoder_activation": "relu", "ViT_hidd_mult": 1, "normalization": "bn", "k_size": 3}
+    kwargs = {
+        "input_shape": [32, 32, 1],
+        "patch_size": 8,
+        "embed_dim": 32,
+        "depth": 2,
+        "num_heads": 2,
+        "mlp_ratio": 4.0,
+        "num_filters": 4,
+        "output_channels": [1],
+        "output_channel_info": ["F"],
+        "decoder_activation": "relu",
+        "ViT_hidd_mult": 1,
+        "normalization": "bn",
+        "k_size": 3,
+    }
     torch.manual_seed(0)
     with contextlib.redirect_stdout(io.StringIO()):
         biapy_model = biapy_unetr.UNETR(**kwargs)
@@ -155,8 +188,9 @@ def test_biapy_package_imports_with_biapy_outputs(tmp_path):
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         expected = biapy_model(x)
-    package = save_bioimageio_package(_biapy_style_descr(biapy_model, kwargs, x, expected, tmp_path),
-                                      output_path=tmp_path / "biapy.zip")
+    package = save_bioimageio_package(
+        _biapy_style_descr(biapy_model, kwargs, x, expected, tmp_path), output_path=tmp_path / "biapy.zip"
+    )
     model, card = import_bioimageio(package)
     with torch.no_grad():
         assert (model(x) - expected).abs().max() < 1e-4
@@ -172,29 +206,67 @@ def _biapy_style_descr(model, kwargs, x, y, folder):
     (folder / "README.md").write_text("# BiaPy nucleus model\n")
 
     def axes(kind):
-        return [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("c0")]),
-                kind(id=spec.AxisId("y"), size=32), kind(id=spec.AxisId("x"), size=32)]
+        return [
+            spec.BatchAxis(),
+            spec.ChannelAxis(channel_names=[spec.Identifier("c0")]),
+            kind(id=spec.AxisId("y"), size=32),
+            kind(id=spec.AxisId("x"), size=32),
+        ]
 
     return spec.ModelDescr(
-        name="BiaPy UNETR Nucleus from BF", description="BiaPy image-to-image model predicting nuclei",
-        authors=[spec.Author(name="BiaPy")], cite=[spec.CiteEntry(text="BiaPy", doi=spec.Doi("10.1101/2024.02.03.576026"))],
-        license=spec.LicenseId("MIT"), documentation=folder / "README.md", tags=["biapy"],
-        inputs=[spec.InputTensorDescr(id=spec.TensorId("input0"), axes=axes(spec.SpaceInputAxis),
-                                      test_tensor=spec.FileDescr(source=folder / "test_input.npy"),
-                                      preprocessing=[spec.ZeroMeanUnitVarianceDescr()])],
-        outputs=[spec.OutputTensorDescr(id=spec.TensorId("output0"), axes=axes(spec.SpaceOutputAxis),
-                                        test_tensor=spec.FileDescr(source=folder / "test_output.npy"))],
-        weights=spec.WeightsDescr(pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
-            source=folder / "model_weights.pt", pytorch_version=spec.Version("2.4"),
-            architecture=spec.ArchitectureFromLibraryDescr(import_from="biapy.models.unetr",
-                                                           callable=spec.Identifier("UNETR"), kwargs=kwargs))),
+        name="BiaPy UNETR Nucleus from BF",
+        description="BiaPy image-to-image model predicting nuclei",
+        authors=[spec.Author(name="BiaPy")],
+        cite=[spec.CiteEntry(text="BiaPy", doi=spec.Doi("10.1101/2024.02.03.576026"))],
+        license=spec.LicenseId("MIT"),
+        documentation=folder / "README.md",
+        tags=["biapy"],
+        inputs=[
+            spec.InputTensorDescr(
+                id=spec.TensorId("input0"),
+                axes=axes(spec.SpaceInputAxis),
+                test_tensor=spec.FileDescr(source=folder / "test_input.npy"),
+                preprocessing=[spec.ZeroMeanUnitVarianceDescr()],
+            )
+        ],
+        outputs=[
+            spec.OutputTensorDescr(
+                id=spec.TensorId("output0"),
+                axes=axes(spec.SpaceOutputAxis),
+                test_tensor=spec.FileDescr(source=folder / "test_output.npy"),
+            )
+        ],
+        weights=spec.WeightsDescr(
+            pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
+                source=folder / "model_weights.pt",
+                pytorch_version=spec.Version("2.4"),
+                architecture=spec.ArchitectureFromLibraryDescr(
+                    import_from="biapy.models.unetr", callable=spec.Identifier("UNETR"), kwargs=kwargs
+                ),
+            )
+        ),
     )
 
 
 def test_cli_export_then_import_writes_an_equivalent_checkpoint(trained_checkpoint, tmp_path, capsys):
     zip_path, restored = tmp_path / "cli.zip", tmp_path / "restored.pt"
-    assert main(["export", str(trained_checkpoint), "--output", str(zip_path), "--name", "Mito from PC test",
-                 "--author", "Ada", "--author", "Grace"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(trained_checkpoint),
+                "--output",
+                str(zip_path),
+                "--name",
+                "Mito from PC test",
+                "--author",
+                "Ada",
+                "--author",
+                "Grace",
+            ]
+        )
+        == 0
+    )
     descr = load_description(zip_path)
     assert descr.name == "Mito from PC test" and [a.name for a in descr.authors] == ["Ada", "Grace"]
     assert main(["import", str(zip_path), "--output", str(restored)]) == 0
@@ -224,6 +296,9 @@ def test_packages_load_and_predict_wherever_checkpoints_do(trained_checkpoint, p
     with torch.no_grad():
         assert torch.equal(original(x), packaged(x))
     image = write_ome_tiff(tmp_path / "cell_BF.ome.tiff", np.random.default_rng(0).normal(100, 9, (64, 80)))
-    assert main(["predict", str(image), "-o", str(tmp_path / "out"), "-m", str(package), "--tile-size", "64"]) == 0
+    assert (
+        main(["predict", str(image), "-o", str(tmp_path / "out"), "-m", str(package), "--tile-size", "64"])
+        == 0
+    )
     written = read_image(tmp_path / "out" / f"cell_BF_{card.organelle}.ome.tiff")
     assert written.data.shape == (64, 80)

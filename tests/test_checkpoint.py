@@ -22,7 +22,10 @@ def test_roundtrip_gives_bit_identical_outputs(tmp_path):
     with torch.no_grad():  # non-default decoder statistics and weights
         model.decoder.head.bias.fill_(0.3)
     path = save_checkpoint(
-        tmp_path / "nucleus.pt", model, organelle="Nucleus", modality=["BF", "PC"],
+        tmp_path / "nucleus.pt",
+        model,
+        organelle="Nucleus",
+        modality=["BF", "PC"],
         provenance_extra={"epoch": 7, "metrics": {"val_psnr": 31.5}},
     )
     loaded, card = load_model(path)

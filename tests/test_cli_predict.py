@@ -22,7 +22,9 @@ def checkpoint(tmp_path_factory):
 def test_predict_then_evaluate_writes_images_and_tables(study, checkpoint, tmp_path, capsys):
     inputs = sorted(study.glob("image_*_BF_z*.ome.tiff"))
     out = tmp_path / "pred"
-    assert main(["predict", *map(str, inputs), "-o", str(out), "-m", str(checkpoint), "--tile-size", "64"]) == 0
+    assert (
+        main(["predict", *map(str, inputs), "-o", str(out), "-m", str(checkpoint), "--tile-size", "64"]) == 0
+    )
     written = sorted(out.glob("*_Nucleus.ome.tiff"))
     assert len(written) == len(inputs) == 4
     prediction, source = read_image(written[0]), read_image(inputs[0])
@@ -30,7 +32,10 @@ def test_predict_then_evaluate_writes_images_and_tables(study, checkpoint, tmp_p
     assert prediction.pixel_size == pytest.approx(source.pixel_size)
     assert "4 of 4 inputs done" in capsys.readouterr().out
 
-    assert main(["evaluate", "--predictions", str(out), "--study", str(study), "-o", str(tmp_path / "eval")]) == 0
+    assert (
+        main(["evaluate", "--predictions", str(out), "--study", str(study), "-o", str(tmp_path / "eval")])
+        == 0
+    )
     table = (tmp_path / "eval" / "metrics_summary.md").read_text()
     assert "| Nucleus | 4 |" in table
     assert (tmp_path / "eval" / "metrics_per_image.csv").read_text().count("\n") == 5
@@ -40,8 +45,19 @@ def test_predict_reports_bad_files_and_fails(study, checkpoint, tmp_path, capsys
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"II*\x00garbage")
     good = next(study.glob("image_1_BF_z0.ome.tiff"))
-    code = main(["predict", str(bad), str(good), "-o", str(tmp_path / "out"), "-m", f"Nucleus={checkpoint}",
-                 "--tile-size", "64"])
+    code = main(
+        [
+            "predict",
+            str(bad),
+            str(good),
+            "-o",
+            str(tmp_path / "out"),
+            "-m",
+            f"Nucleus={checkpoint}",
+            "--tile-size",
+            "64",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "error" in out and "broken.tif" in out and "1 of 2 inputs done" in out
@@ -68,7 +84,9 @@ def test_study_command_summarises_and_checks(tmp_path, capsys):
     assert main(["study", str(folder), "--synthetic", "--check"]) == 0
     out = capsys.readouterr().out
     assert "cases:        6" in out and "Mitochondria 6" in out and "check:        ok" in out
-    tifffile.imwrite(folder / "image_1_BF_z0.ome.tiff", tifffile.imread(folder / "image_1_BF_z0.ome.tiff")[:50])
+    tifffile.imwrite(
+        folder / "image_1_BF_z0.ome.tiff", tifffile.imread(folder / "image_1_BF_z0.ome.tiff")[:50]
+    )
     assert main(["study", str(folder)]) == 2
     assert "shapes disagree" in capsys.readouterr().err
 
@@ -80,7 +98,9 @@ def test_predicting_a_study_folder_skips_targets_and_earlier_predictions(study, 
     assert "skipped  " in first and "image_1_Nucleus.ome.tiff" in first and "organelle image" in first
     assert not (study / "image_1_Nucleus_Nucleus.ome.tiff").exists()
     before = {p: p.read_bytes() for p in study.glob("image_*_BF_z*_Nucleus.ome.tiff")}
-    assert main([*args, "--overwrite"]) == 2  # earlier predictions next to the inputs are inputs' organelle images
+    assert (
+        main([*args, "--overwrite"]) == 2
+    )  # earlier predictions next to the inputs are inputs' organelle images
     assert "never overwritten" in capsys.readouterr().err
     assert not any(study.glob("*_Nucleus_Nucleus.ome.tiff"))
     assert before and all(p.read_bytes() == data for p, data in before.items())
@@ -100,7 +120,9 @@ def cell_folder(tmp_path, study):
 
 
 def _predict(inputs, out, checkpoint, *extra):
-    return main(["predict", *map(str, inputs), "-o", str(out), "-m", str(checkpoint), "--tile-size", "64", *extra])
+    return main(
+        ["predict", *map(str, inputs), "-o", str(out), "-m", str(checkpoint), "--tile-size", "64", *extra]
+    )
 
 
 def test_predict_never_overwrites_ground_truth_next_to_the_input(cell_folder, checkpoint, capsys):
@@ -133,7 +155,10 @@ def test_existing_outputs_are_replaced_only_with_overwrite(study, checkpoint, tm
     existing.write_bytes(b"an earlier result")
     (out / ".image_1_BF_z0_Nucleus.ome.tiff.k2j4.tmp").write_bytes(b"left by a killed run")
     assert _predict([image], out, checkpoint) == 2
-    assert "1 output(s) already exist" in capsys.readouterr().err and existing.read_bytes() == b"an earlier result"
+    assert (
+        "1 output(s) already exist" in capsys.readouterr().err
+        and existing.read_bytes() == b"an earlier result"
+    )
     assert _predict([image], out, checkpoint, "--overwrite") == 0
     assert read_image(existing).data.shape == read_image(image).data.shape
     assert "Replacing 1 existing output(s)" in caplog.text
@@ -160,7 +185,9 @@ def test_folder_without_tiff_inputs_is_an_error(checkpoint, tmp_path, capsys, co
         (folder / "a.png").write_bytes(b"\x89PNG")
     assert _predict([folder], tmp_path / "out", checkpoint) == 2
     err = capsys.readouterr().err
-    assert "Nothing to predict" in err and ("not a TIFF" in err if content == "png" else "empty folder" in err)
+    assert "Nothing to predict" in err and (
+        "not a TIFF" in err if content == "png" else "empty folder" in err
+    )
 
 
 def test_bad_overlap_is_refused_before_any_model_or_image_is_read(checkpoint, tmp_path, capsys, monkeypatch):
@@ -173,7 +200,9 @@ def test_bad_overlap_is_refused_before_any_model_or_image_is_read(checkpoint, tm
 
 def test_wrong_organelle_model_is_a_one_line_warning(study, checkpoint, tmp_path, capsys, caplog):
     image = study / "image_1_BF_z0.ome.tiff"
-    code = main(["predict", str(image), "-o", str(tmp_path), "-m", f"Actin={checkpoint}", "--tile-size", "64"])
+    code = main(
+        ["predict", str(image), "-o", str(tmp_path), "-m", f"Actin={checkpoint}", "--tile-size", "64"]
+    )
     assert code == 0
     assert "warning: nucleus.pt was trained for Nucleus but is used for Actin." in caplog.text
     assert "UserWarning" not in capsys.readouterr().err

@@ -41,7 +41,18 @@ def test_each_model_is_loaded_once_and_reruns_resume(study, checkpoint, tmp_path
     real_load = cache.load_model
     monkeypatch.setattr(cache, "load_model", lambda *args: loads.append(args) or real_load(*args))
     out = tmp_path / "pred"
-    args = ["predict", str(study), "-o", str(out), "-m", str(checkpoint), "--tile-size", "64", "--device", "cpu"]
+    args = [
+        "predict",
+        str(study),
+        "-o",
+        str(out),
+        "-m",
+        str(checkpoint),
+        "--tile-size",
+        "64",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     assert len(loads) == 1  # the organelle is read from the checkpoint loaded for prediction
     rows = summary_rows(out)
@@ -64,7 +75,9 @@ def test_each_model_is_loaded_once_and_reruns_resume(study, checkpoint, tmp_path
     assert main(args) == 2  # without --skip-existing (or --overwrite) existing outputs stay an error
 
 
-@pytest.mark.parametrize("compression", [None, "zlib"])  # memory-mapped, or read through tifffile's zarr store
+@pytest.mark.parametrize(
+    "compression", [None, "zlib"]
+)  # memory-mapped, or read through tifffile's zarr store
 def test_big_tiff_is_read_lazily_and_predicted_into_ome_zarr(checkpoint, tmp_path, monkeypatch, compression):
     ome_zarr_reader = pytest.importorskip("ome_zarr.reader")
     from ome_zarr.io import parse_url
@@ -73,8 +86,13 @@ def test_big_tiff_is_read_lazily_and_predicted_into_ome_zarr(checkpoint, tmp_pat
     image = (rng.random((1, 200, 150)) * 1000).astype(np.uint16)
     source = tmp_path / "in" / "big_BF.ome.tiff"
     source.parent.mkdir()
-    tifffile.imwrite(source, image, compression=compression, ome=True,
-                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    tifffile.imwrite(
+        source,
+        image,
+        compression=compression,
+        ome=True,
+        metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5},
+    )
     args = ["predict", str(source), "--tile-size", "64", "--device", "cpu", "-m", str(checkpoint)]
     assert main([*args, "-o", str(tmp_path / "small")]) == 0
     expected = read_image(tmp_path / "small" / "big_BF_Nucleus.ome.tiff").data
@@ -98,9 +116,24 @@ def test_big_tiff_is_read_lazily_and_predicted_into_ome_zarr(checkpoint, tmp_pat
 def test_torchrun_two_processes_share_the_inputs_and_write_one_summary(study, checkpoint, tmp_path):
     out = tmp_path / "pred"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "napari_lightmycells.cli", "predict", str(study), "-o", str(out), "-m", str(checkpoint),
-        "--tile-size", "64", "--device", "cpu",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "napari_lightmycells.cli",
+        "predict",
+        str(study),
+        "-o",
+        str(out),
+        "-m",
+        str(checkpoint),
+        "--tile-size",
+        "64",
+        "--device",
+        "cpu",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, check=False)
@@ -111,6 +144,8 @@ def test_torchrun_two_processes_share_the_inputs_and_write_one_summary(study, ch
     assert len(rows) == len(list(study.iterdir()))  # every file of the folder, once
     assert done.stdout.count("4 of 4 inputs done") == 1  # only rank 0 reports
 
-    again = subprocess.run([*command, "--skip-existing"], capture_output=True, text=True, timeout=240, env=env)
+    again = subprocess.run(
+        [*command, "--skip-existing"], capture_output=True, text=True, timeout=240, env=env
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 of 0 inputs done (" in again.stdout

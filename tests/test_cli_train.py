@@ -26,8 +26,24 @@ def study(tmp_path_factory):
 
 def test_train_preset_with_overrides_then_resume(study, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--preset", "tiny_cpu", "--data", str(study), "--output", str(out), "--epochs", "1",
-            "--samples-per-case", "2", "--batch-size", "4", "--lr", "1e-3", *FAST]
+    args = [
+        "train",
+        "--preset",
+        "tiny_cpu",
+        "--data",
+        str(study),
+        "--output",
+        str(out),
+        "--epochs",
+        "1",
+        "--samples-per-case",
+        "2",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+        *FAST,
+    ]
     assert main(args) == 0
     assert {p.name for p in out.iterdir()} == {"config.yaml", "best.pt", "last.pt"}
     saved = yaml.safe_load((out / "config.yaml").read_text())
@@ -53,8 +69,23 @@ def test_train_errors_exit_with_status_2(study, tmp_path, capsys):
 
 def test_pretrain_command(study, tmp_path):
     out = tmp_path / "mae"
-    assert main(["pretrain", "--preset", "pretrain_tiny", "--data", str(study), "--output", str(out),
-                 "--epochs", "1", *FAST]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--preset",
+                "pretrain_tiny",
+                "--data",
+                str(study),
+                "--output",
+                str(out),
+                "--epochs",
+                "1",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert read_checkpoint(out / "last.pt")["kind"] == "mae"
 
 
@@ -62,9 +93,28 @@ def test_pretrain_command(study, tmp_path):
 def test_torchrun_two_processes_write_one_checkpoint_set(study, tmp_path):
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "napari_lightmycells.cli", "train", "--preset", "tiny_cpu", "--data", str(study),
-        "--output", str(out), "--epochs", "2", "--samples-per-case", "4", "--batch-size", "2", *FAST,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "napari_lightmycells.cli",
+        "train",
+        "--preset",
+        "tiny_cpu",
+        "--data",
+        str(study),
+        "--output",
+        str(out),
+        "--epochs",
+        "2",
+        "--samples-per-case",
+        "4",
+        "--batch-size",
+        "2",
+        *FAST,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, check=False)
@@ -79,8 +129,25 @@ def test_torchrun_two_processes_write_one_checkpoint_set(study, tmp_path):
 
 # -- a run folder is never replaced by accident (issue 13) -------------------------------------------------
 def _train(study, out, *extra):
-    return main(["train", "--preset", "tiny_cpu", "--data", str(study), "--output", str(out), "--epochs", "1",
-                 "--samples-per-case", "2", "--batch-size", "4", *FAST, *extra])
+    return main(
+        [
+            "train",
+            "--preset",
+            "tiny_cpu",
+            "--data",
+            str(study),
+            "--output",
+            str(out),
+            "--epochs",
+            "1",
+            "--samples-per-case",
+            "2",
+            "--batch-size",
+            "4",
+            *FAST,
+            *extra,
+        ]
+    )
 
 
 def test_training_into_an_earlier_run_is_refused_unless_overwrite(study, tmp_path, capsys):
@@ -141,8 +208,25 @@ def test_sigterm_saves_last_pt_and_the_run_resumes(study, tmp_path):
     import signal
 
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "napari_lightmycells.cli", "train", "--preset", "tiny_cpu", "--data", str(study),
-               "--output", str(out), "--epochs", "1000", "--samples-per-case", "2", "--batch-size", "4", *FAST]
+    command = [
+        sys.executable,
+        "-m",
+        "napari_lightmycells.cli",
+        "train",
+        "--preset",
+        "tiny_cpu",
+        "--data",
+        str(study),
+        "--output",
+        str(out),
+        "--epochs",
+        "1000",
+        "--samples-per-case",
+        "2",
+        "--batch-size",
+        "4",
+        *FAST,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     for line in process.stderr:
@@ -154,4 +238,7 @@ def test_sigterm_saves_last_pt_and_the_run_resumes(study, tmp_path):
     assert "SIGTERM: stopping after this step" in rest and "resume with --resume" in rest
     state = read_checkpoint(out / "last.pt")["training_state"]
     assert state["loop"]["epoch"] >= 1 and state["loop"]["step"] >= 2
-    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", str(state["loop"]["epoch"] + 1), *FAST]) == 0
+    assert (
+        main(["train", "--resume", str(out / "last.pt"), "--epochs", str(state["loop"]["epoch"] + 1), *FAST])
+        == 0
+    )

@@ -12,7 +12,9 @@ from napari_lightmycells.metrics import METRIC_NAMES, compute_metrics
 
 @pytest.fixture
 def study(tmp_path):
-    return make_synthetic_study(tmp_path / "study", n_cases=2, size=48, n_planes=2, organelles=("Nucleus", "Actin"))
+    return make_synthetic_study(
+        tmp_path / "study", n_cases=2, size=48, n_planes=2, organelles=("Nucleus", "Actin")
+    )
 
 
 def _predict_with_targets(study, prediction_dir, noise=0.0):
@@ -34,7 +36,10 @@ def test_evaluate_study_writes_per_image_and_summary_reports(study, tmp_path):
     assert len(ok) == 7
     assert all(row["MAE"] == 0 and row["PCC"] == pytest.approx(1) and row["PSNR"] == math.inf for row in ok)
     failed = [row for row in rows if row["status"] != "ok"]
-    assert failed[0]["image"] == missing.name.replace("_Actin.ome.tiff", "") and "not found" in failed[0]["status"]
+    assert (
+        failed[0]["image"] == missing.name.replace("_Actin.ome.tiff", "")
+        and "not found" in failed[0]["status"]
+    )
     assert math.isnan(failed[0]["SSIM"])
 
     with open(tmp_path / "report" / "metrics_per_image.csv", newline="") as handle:

@@ -42,7 +42,9 @@ def test_download_verifies_checksum_and_caches(served, tmp_path):
     url, sha, requests = served
     entry = ModelEntry("tiny-nucleus", "Nucleus", url, sha)
     seen = []
-    path = fetch_model(entry, cache=tmp_path / "cache", progress=lambda done, total: seen.append((done, total)))
+    path = fetch_model(
+        entry, cache=tmp_path / "cache", progress=lambda done, total: seen.append((done, total))
+    )
     _, card = load_model(path)
     assert card.organelle == "Nucleus"
     assert seen and seen[-1][0] == seen[-1][1] == path.stat().st_size
@@ -67,8 +69,11 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
 def test_user_registry_file_extends_known_models(tmp_path, monkeypatch, served):
     url, sha, _ = served
     registry = tmp_path / "models.json"
-    registry.write_text(json.dumps([{"name": "lab-nucleus", "organelle": "Nucleus", "url": url, "sha256": sha,
-                                     "modality": ["BF"]}]))
+    registry.write_text(
+        json.dumps(
+            [{"name": "lab-nucleus", "organelle": "Nucleus", "url": url, "sha256": sha, "modality": ["BF"]}]
+        )
+    )
     monkeypatch.setenv("LIGHTMYCELLS_REGISTRY", str(registry))
     monkeypatch.setenv("LIGHTMYCELLS_CACHE", str(tmp_path / "cache"))
     assert find_entry("lab-nucleus").modality == ("BF",)
@@ -86,8 +91,10 @@ def test_file_urls_work_for_local_mirrors(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", create_model("unetr_tiny"))
     entry = ModelEntry("local", "Actin", path.as_uri(), hashlib.sha256(path.read_bytes()).hexdigest())
     fetched = fetch_model(entry, cache=tmp_path / "cache")
-    assert torch.equal(torch.load(fetched, weights_only=True)["state_dict"]["encoder.cls_token"],
-                       torch.load(path, weights_only=True)["state_dict"]["encoder.cls_token"])
+    assert torch.equal(
+        torch.load(fetched, weights_only=True)["state_dict"]["encoder.cls_token"],
+        torch.load(path, weights_only=True)["state_dict"]["encoder.cls_token"],
+    )
 
 
 def test_downloads_honour_the_umask(served, tmp_path):

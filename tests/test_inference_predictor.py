@@ -17,7 +17,9 @@ from napari_lightmycells.models import create_model
 class StandIn(nn.Module):
     """Fully convolutional stand-in: ``gain * x + offset``; fails on inputs not a multiple of the token."""
 
-    def __init__(self, token_size: int = 16, gain: float = 1.0, offset: float = 0.0, max_pixels: int | None = None):
+    def __init__(
+        self, token_size: int = 16, gain: float = 1.0, offset: float = 0.0, max_pixels: int | None = None
+    ):
         super().__init__()
         self.token_size = token_size
         self.gain, self.offset, self.max_pixels = gain, offset, max_pixels
@@ -49,7 +51,9 @@ def test_identity_model_returns_the_input_intensities(image):
 
 @pytest.mark.parametrize("normalization", ["zscore", "percentile"])
 def test_output_is_denormalised_with_the_input_statistics(image, normalization):
-    predictor = Predictor({"Actin": StandIn(offset=1.0)}, device="cpu", tile_size=64, normalization=normalization)
+    predictor = Predictor(
+        {"Actin": StandIn(offset=1.0)}, device="cpu", tile_size=64, normalization=normalization
+    )
     values = image.astype(np.float64)
     if normalization == "zscore":
         expected = values + values.std()  # model adds 1 in normalised units
@@ -60,7 +64,11 @@ def test_output_is_denormalised_with_the_input_statistics(image, normalization):
 
 
 def test_several_organelles(image):
-    models = {"Nucleus": StandIn(gain=1.0), "mito": StandIn(gain=-1.0), "Tubulin": StandIn(token_size=32, gain=2.0)}
+    models = {
+        "Nucleus": StandIn(gain=1.0),
+        "mito": StandIn(gain=-1.0),
+        "Tubulin": StandIn(token_size=32, gain=2.0),
+    }
     predictions = Predictor(models, device="cpu", tile_size=80).predict(image)
     assert list(predictions) == ["Nucleus", "Mitochondria", "Tubulin"]
     mean = image.mean()
@@ -89,7 +97,9 @@ def test_z_stack_plane_modes(image):
 
 def test_progress_events_and_tile_counts(image):
     events = []
-    predictor = Predictor({"Nucleus": StandIn(), "Actin": StandIn()}, device="cpu", tile_size=64, batch_size=3)
+    predictor = Predictor(
+        {"Nucleus": StandIn(), "Actin": StandIn()}, device="cpu", tile_size=64, batch_size=3
+    )
     predictor.predict(image, callbacks=[events.append])
     tiles = len(plan_tiles(image.shape, 64, 16, 0.125))
     steps = [e for e in events if e.kind == "step"]
@@ -105,7 +115,9 @@ def test_stop_token_interrupts_between_batches(image):
     model = StandIn()
     predictor = Predictor({"Nucleus": model}, device="cpu", tile_size=64, batch_size=1)
     with pytest.raises(StopRequested):
-        predictor.predict(image, callbacks=[lambda e: stop.request() if e.kind == "step" else None], stop=stop)
+        predictor.predict(
+            image, callbacks=[lambda e: stop.request() if e.kind == "step" else None], stop=stop
+        )
     assert len(model.calls) == 1
 
 
@@ -164,7 +176,9 @@ def test_predict_files_writes_ome_tiffs_and_reports_every_file(tmp_path, image):
     inputs = tmp_path / "in"
     inputs.mkdir()
     write_ome_tiff(inputs / "cell_BF.ome.tiff", image, pixel_size=(0.2, 0.25))
-    write_ome_tiff(inputs / "stack.ome.tiff", np.stack([image, image[::-1]]), pixel_size=(0.5, 0.5), z_step=1.0)
+    write_ome_tiff(
+        inputs / "stack.ome.tiff", np.stack([image, image[::-1]]), pixel_size=(0.5, 0.5), z_step=1.0
+    )
     (inputs / "broken.tif").write_bytes(b"not a tiff")
     (inputs / "notes.txt").write_text("hello")
     predictor = Predictor({"Nucleus": StandIn(), "Actin": StandIn(gain=0.5)}, device="cpu", tile_size=64)
@@ -173,7 +187,12 @@ def test_predict_files_writes_ome_tiffs_and_reports_every_file(tmp_path, image):
     assert not (tmp_path / "out").exists()
     results = predictor.predict_files([inputs], tmp_path / "out")
     status = {r.file.name: r.status for r in results}
-    assert status == {"broken.tif": "error", "cell_BF.ome.tiff": "ok", "notes.txt": "skipped", "stack.ome.tiff": "ok"}
+    assert status == {
+        "broken.tif": "error",
+        "cell_BF.ome.tiff": "ok",
+        "notes.txt": "skipped",
+        "stack.ome.tiff": "ok",
+    }
     messages = {r.file.name: r.message for r in results}
     assert "broken.tif" in messages["broken.tif"]
     written = read_image(tmp_path / "out" / "cell_BF_Nucleus.ome.tiff")
@@ -190,7 +209,9 @@ def test_predict_files_propagates_a_stop_request(tmp_path, image):
     stop = StopToken()
     stop.request()
     with pytest.raises(StopRequested):
-        Predictor({"Nucleus": StandIn()}, device="cpu", tile_size=64).predict_files([tmp_path / "a.tif"], tmp_path, stop=stop)
+        Predictor({"Nucleus": StandIn()}, device="cpu", tile_size=64).predict_files(
+            [tmp_path / "a.tif"], tmp_path, stop=stop
+        )
 
 
 def test_tiny_unetr_from_a_checkpoint(tmp_path):
@@ -219,7 +240,9 @@ def test_bf16_precision_on_cpu_stays_close_to_fp32():
     model = create_model("unetr_tiny").eval()
     image = np.random.default_rng(0).normal(100, 10, (96, 80)).astype(np.float32)
     exact = Predictor({"Nucleus": model}, device="cpu", tile_size=64).predict(image)["Nucleus"]
-    fast = Predictor({"Nucleus": model}, device="cpu", tile_size=64, precision="bf16").predict(image)["Nucleus"]
+    fast = Predictor({"Nucleus": model}, device="cpu", tile_size=64, precision="bf16").predict(image)[
+        "Nucleus"
+    ]
     assert fast.dtype == np.float32 and fast.shape == exact.shape
     spread = exact.max() - exact.min()
     assert 0 < np.abs(fast - exact).max() < 0.05 * spread
@@ -231,10 +254,14 @@ def test_lazy_and_multiscale_inputs_match_the_in_memory_prediction(tmp_path):
     predictor = Predictor({"Nucleus": create_model("unetr_tiny")}, device="cpu", tile_size=64, batch_size=4)
     rng = np.random.default_rng(4)
     stack = (gaussian_filter(rng.normal(size=(2, 200, 230)), (0, 2, 2)) * 50 + 300).astype(np.uint16)
-    lazy = zarr.create_array(store=tmp_path / "in.zarr", shape=stack.shape, chunks=(1, 64, 64), dtype="uint16")
+    lazy = zarr.create_array(
+        store=tmp_path / "in.zarr", shape=stack.shape, chunks=(1, 64, 64), dtype="uint16"
+    )
     lazy[:] = stack
     expected = predictor.predict(stack, plane="all")["Nucleus"]
-    out = zarr.create_array(store=tmp_path / "out.zarr", shape=stack.shape, chunks=(1, 64, 64), dtype="float32")
+    out = zarr.create_array(
+        store=tmp_path / "out.zarr", shape=stack.shape, chunks=(1, 64, 64), dtype="float32"
+    )
     written = predictor.predict(lazy, plane="all", out={"Nucleus": out})["Nucleus"]
     assert written is out
     np.testing.assert_allclose(out[:], expected, rtol=1e-5, atol=1e-3)  # small planes: exact statistics

@@ -1,3 +1,4 @@
+import itertools
 import tracemalloc
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_grid_covers_every_pixel_with_positive_weight(shape):
     assert grid.ys[0] <= 0 and grid.ys[-1] + 128 >= shape[0]
     assert grid.xs[0] <= 0 and grid.xs[-1] + 128 >= shape[1]
     for starts in (grid.ys, grid.xs):  # neighbours share at least the overlap
-        assert all(b - a <= 128 - 16 for a, b in zip(starts, starts[1:]))
+        assert all(b - a <= 128 - 16 for a, b in itertools.pairwise(starts))
 
 
 def test_tiled_equals_whole_image_prediction():
@@ -121,7 +122,13 @@ def test_invalid_arguments():
 
 def test_progress_hook_sees_every_batch():
     calls = []
-    predict_tiled(np.ones((300, 300), np.float32), lambda t: t, 64, batch_size=4, on_batch=lambda d, n, regions: calls.append((d, n)))
+    predict_tiled(
+        np.ones((300, 300), np.float32),
+        lambda t: t,
+        64,
+        batch_size=4,
+        on_batch=lambda d, n, regions: calls.append((d, n)),
+    )
     total = count_tiles((300, 300), 64)
     assert calls[-1] == (total, total)
     assert len(calls) == -(-total // 4)
@@ -152,7 +159,9 @@ def test_lazy_input_and_output_arrays_are_read_and_written_tile_by_tile():
     out = zarr.create_array(store={}, shape=image.shape, chunks=(64, 64), dtype="float32", fill_value=0)
     grid = TileGrid.plan(image.shape, 64, 16)
     done = []
-    predict_grid(lazy, conv5x5, grid, batch_size=2, out=out, on_batch=lambda d, n, regions: done.extend(regions))
+    predict_grid(
+        lazy, conv5x5, grid, batch_size=2, out=out, on_batch=lambda d, n, regions: done.extend(regions)
+    )
     expected = predict_grid(image, conv5x5, grid, batch_size=2)[0]
     np.testing.assert_allclose(out[:], expected, rtol=1e-5, atol=1e-5)
     assert len(done) == len(grid) and all(y1 - y0 <= 64 and x1 - x0 <= 64 for y0, y1, x0, x1 in done)

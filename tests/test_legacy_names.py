@@ -30,8 +30,12 @@ def test_old_yaml_patch_size_is_the_crop_size(tmp_path):
 def test_old_checkpoint_loads_and_resumes(tmp_path):
     torch.manual_seed(0)
     model = create_model("unetr_tiny").eval()
-    new = save_checkpoint(tmp_path / "new.pt", model, organelle="Nucleus",
-                          training_state={"config": TrainConfig(model="unetr_tiny", crop_size=64).to_dict()})
+    new = save_checkpoint(
+        tmp_path / "new.pt",
+        model,
+        organelle="Nucleus",
+        training_state={"config": TrainConfig(model="unetr_tiny", crop_size=64).to_dict()},
+    )
     payload = read_checkpoint(new)
     payload["config"]["encoder"] = old_encoder(payload["config"]["encoder"])
     stored = payload["training_state"]["config"]

@@ -90,11 +90,15 @@ def test_against_numpy_scipy_and_skimage(pair):
     a, b = prediction.ravel(), target.ravel()
     assert mean_absolute_error(prediction, target) == pytest.approx(np.mean(np.abs(a - b)))
     assert euclidean_distance(prediction, target) == pytest.approx(np.linalg.norm(a - b))
-    assert cosine_distance(prediction, target) == pytest.approx(1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert cosine_distance(prediction, target) == pytest.approx(
+        1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    )
     assert pearson(prediction, target) == pytest.approx(np.corrcoef(a, b)[0, 1], rel=1e-10)
     assert pearson(prediction, target) == pytest.approx(pearsonr(a, b)[0], rel=1e-10)
     data_range = max(np.ptp(prediction), np.ptp(target))
-    assert ssim(prediction, target) == pytest.approx(structural_similarity(target, prediction, data_range=data_range))
+    assert ssim(prediction, target) == pytest.approx(
+        structural_similarity(target, prediction, data_range=data_range)
+    )
     assert psnr(prediction, target) == pytest.approx(
         peak_signal_noise_ratio(target, prediction, data_range=np.ptp(target))
     )
@@ -119,7 +123,9 @@ def test_torch_batch_metrics_match_numpy(pair):
     np.testing.assert_allclose(
         batch_pearson(preds, targets).numpy(), [pearson(prediction, target), 1.0, -1.0], rtol=1e-9
     )
-    np.testing.assert_allclose(batch_ssim(preds[:1], targets[:1]).numpy(), [ssim(prediction, target)], rtol=1e-7)
+    np.testing.assert_allclose(
+        batch_ssim(preds[:1], targets[:1]).numpy(), [ssim(prediction, target)], rtol=1e-7
+    )
     assert batch_ssim(preds[1:2], targets[1:2]).item() == pytest.approx(1.0)
     assert batch_psnr(preds[:1], targets[:1]).item() == pytest.approx(psnr(prediction, target))
     assert batch_psnr(preds[1:2], targets[1:2]).item() == math.inf

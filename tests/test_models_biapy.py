@@ -54,9 +54,19 @@ needs_biapy = pytest.mark.skipif(biapy_unetr is None, reason="live parity needs 
 def build_biapy(size, patch, dim, depth, heads, filters, k, mult, norm):
     with contextlib.redirect_stdout(io.StringIO()):
         return biapy_unetr.UNETR(
-            input_shape=(size, size, 1), patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads,
-            mlp_ratio=4.0, num_filters=filters, output_channels=[1], output_channel_info=["F"],
-            decoder_activation="relu", ViT_hidd_mult=mult, normalization=norm, k_size=k,
+            input_shape=(size, size, 1),
+            patch_size=patch,
+            embed_dim=dim,
+            depth=depth,
+            num_heads=heads,
+            mlp_ratio=4.0,
+            num_filters=filters,
+            output_channels=[1],
+            output_channel_info=["F"],
+            decoder_activation="relu",
+            ViT_hidd_mult=mult,
+            normalization=norm,
+            k_size=k,
         )
 
 
@@ -77,7 +87,9 @@ def test_live_biapy_parity_for_each_decoder_normalisation(norm, tmp_path):
     randomise_buffers(reference)
     reference.eval()
     path = tmp_path / "biapy.pth"
-    cfg = {"MODEL": {"ARCHITECTURE": "unetr", "VIT_NUM_HEADS": 2, "UNETR_VIT_HIDD_MULT": 1, "ACTIVATION": "relu"}}
+    cfg = {
+        "MODEL": {"ARCHITECTURE": "unetr", "VIT_NUM_HEADS": 2, "UNETR_VIT_HIDD_MULT": 1, "ACTIVATION": "relu"}
+    }
     torch.save({"model": reference.state_dict(), "cfg": cfg, "biapy_version": "3"}, path)
     model, _ = load_model(path)
     x = torch.randn(2, 1, 64, 64)
@@ -93,7 +105,14 @@ def test_live_biapy_parity_paper_config():
     torch.manual_seed(0)
     reference = build_biapy(256, 32, 768, 12, 12, 32, 9, 3, "bn").eval()
     randomise_buffers(reference)
-    cfg = {"MODEL": {"ARCHITECTURE": "unetr", "VIT_NUM_HEADS": 12, "UNETR_VIT_HIDD_MULT": 3, "ACTIVATION": "relu"}}
+    cfg = {
+        "MODEL": {
+            "ARCHITECTURE": "unetr",
+            "VIT_NUM_HEADS": 12,
+            "UNETR_VIT_HIDD_MULT": 3,
+            "ACTIVATION": "relu",
+        }
+    }
     model = unetr_from_biapy({"model": reference.state_dict(), "cfg": cfg, "biapy_version": "3"})
     x = torch.randn(1, 1, 256, 256)
     with torch.no_grad():

@@ -52,7 +52,9 @@ def test_skip_blocks_default_spacing_and_validation():
     with pytest.raises(ValueError, match="skip_blocks"):
         UNETR2D(UNETRConfig(encoder=cfg.encoder, skip_blocks=(1, 2)))
     with pytest.raises(ValueError, match="power of two"):
-        UNETR2D(UNETRConfig(encoder=ViTConfig(crop_size=72, token_size=24, embed_dim=32, depth=4, num_heads=2)))
+        UNETR2D(
+            UNETRConfig(encoder=ViTConfig(crop_size=72, token_size=24, embed_dim=32, depth=4, num_heads=2))
+        )
 
 
 def test_paper_presets_match_the_paper():
@@ -111,5 +113,7 @@ def test_bf16_autocast_and_channels_last(tiny):
 
 def test_parameter_count_is_stable_for_presets():
     model = create_model("unetr_tiny")
-    manual = sum(p.numel() for p in model.encoder.parameters()) + sum(p.numel() for p in model.decoder.parameters())
+    manual = sum(p.numel() for p in model.encoder.parameters()) + sum(
+        p.numel() for p in model.decoder.parameters()
+    )
     assert count_parameters(model) == manual

@@ -13,7 +13,18 @@ ROOT = Path(__file__).parent.parent
 @pytest.mark.slow
 def test_wheel_contains_manifest_registry_and_presets(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
     )
     (wheel,) = tmp_path.glob("napari_lightmycells-*.whl")
@@ -30,7 +41,10 @@ def test_wheel_contains_manifest_registry_and_presets(tmp_path):
 
 def test_npe2_validate_command_passes():
     result = subprocess.run(
-        [sys.executable, "-m", "npe2", "validate", "napari-lightmycells"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "npe2", "validate", "napari-lightmycells"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in (result.stdout + result.stderr).lower()

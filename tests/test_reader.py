@@ -12,7 +12,9 @@ def test_manifest_is_valid_and_importable():
     manifest.validate_imports()
     contributions = manifest.contributions
     assert [w.display_name for w in contributions.widgets] == [
-        "Predict organelles", "Fine-tune organelle model", "Pretrain encoder (MAE)"
+        "Predict organelles",
+        "Fine-tune organelle model",
+        "Pretrain encoder (MAE)",
     ]
     assert [s.key for s in contributions.sample_data] == ["synthetic_case"]
     assert contributions.readers and contributions.writers

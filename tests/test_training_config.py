@@ -19,9 +19,15 @@ from napari_lightmycells.training.config import (
 from napari_lightmycells.training.schedule import warmup_cosine, warmup_cosine_factor
 
 
-@pytest.mark.parametrize("name,model", [
-    ("nucleus", "unetr_paper"), ("mitochondria", "unetr_paper"), ("tubulin", "unetr_paper_tubulin"), ("actin", "unetr_paper"),
-])
+@pytest.mark.parametrize(
+    "name,model",
+    [
+        ("nucleus", "unetr_paper"),
+        ("mitochondria", "unetr_paper"),
+        ("tubulin", "unetr_paper_tubulin"),
+        ("actin", "unetr_paper"),
+    ],
+)
 def test_organelle_presets_follow_the_paper(name, model):
     config = load_config(name)
     assert config.organelle.lower() == name and config.model == model

@@ -27,9 +27,22 @@ def study(tmp_path_factory):
 
 def tiny_config(study, output, **changes) -> TrainConfig:
     base = TrainConfig(
-        data=str(study), output=str(output), model="unetr_tiny", crop_size=64, batch_size=4, epochs=2,
-        samples_per_case=4, lr=2e-3, min_lr=1e-5, warmup_epochs=0.5, val_fraction=0.2, patience=None,
-        workers=0, device="cpu", preview_every=1, seed=3,
+        data=str(study),
+        output=str(output),
+        model="unetr_tiny",
+        crop_size=64,
+        batch_size=4,
+        epochs=2,
+        samples_per_case=4,
+        lr=2e-3,
+        min_lr=1e-5,
+        warmup_epochs=0.5,
+        val_fraction=0.2,
+        patience=None,
+        workers=0,
+        device="cpu",
+        preview_every=1,
+        seed=3,
     )
     return base.replace(**changes)
 
@@ -41,8 +54,21 @@ def step_losses(events: list) -> dict[int, float]:
 @pytest.mark.slow
 def test_finetune_beats_identity_and_mean_baselines(study, tmp_path):
     config = tiny_config(
-        study, tmp_path / "run", batch_size=8, samples_per_case=8, epochs=20, lr=3e-3, warmup_epochs=1,
-        augment={"enabled": True, "rotation_p": 0, "elastic_p": 0, "gridmask_p": 0, "brightness_p": 0, "contrast_p": 0},
+        study,
+        tmp_path / "run",
+        batch_size=8,
+        samples_per_case=8,
+        epochs=20,
+        lr=3e-3,
+        warmup_epochs=1,
+        augment={
+            "enabled": True,
+            "rotation_p": 0,
+            "elastic_p": 0,
+            "gridmask_p": 0,
+            "brightness_p": 0,
+            "contrast_p": 0,
+        },
     )
     events = []
     result = finetune(config, callbacks=[events.append])
@@ -77,7 +103,9 @@ def test_resume_reproduces_the_uninterrupted_run(study, tmp_path):
     result = finetune(first)
     assert result.status == "max_steps" and result.step == 5
     resumed = []
-    finetune(dataclasses.replace(first, max_steps=None, resume=str(result.last_path)), callbacks=[resumed.append])
+    finetune(
+        dataclasses.replace(first, max_steps=None, resume=str(result.last_path)), callbacks=[resumed.append]
+    )
 
     expected, got = step_losses(full), step_losses(resumed)
     assert sorted(got) == list(range(6, 17))  # mid-epoch restart, then across the epoch boundary
@@ -93,7 +121,9 @@ def test_gradient_accumulation_matches_the_full_batch(study, tmp_path, monkeypat
     common = {"max_steps": 3, "augment": {"enabled": False}, "preview_every": 0}
     whole, split = [], []
     finetune(tiny_config(study, tmp_path / "whole", batch_size=4, **common), callbacks=[whole.append])
-    finetune(tiny_config(study, tmp_path / "split", batch_size=2, accumulate=2, **common), callbacks=[split.append])
+    finetune(
+        tiny_config(study, tmp_path / "split", batch_size=2, accumulate=2, **common), callbacks=[split.append]
+    )
     expected, got = step_losses(whole), step_losses(split)
     assert sorted(got) == [1, 2, 3]
     for step in got:
@@ -118,7 +148,9 @@ def test_stop_token_saves_a_resumable_last_checkpoint(study, tmp_path):
 
 def test_early_stopping_when_validation_stops_improving(study, tmp_path):
     # A learning rate too small to change any float32 weight: the validation loss is exactly constant.
-    config = tiny_config(study, tmp_path / "run", epochs=5, patience=1, lr=1e-12, min_lr=1e-12, preview_every=0)
+    config = tiny_config(
+        study, tmp_path / "run", epochs=5, patience=1, lr=1e-12, min_lr=1e-12, preview_every=0
+    )
     result = finetune(config)
     assert result.status == "early_stopped" and result.epoch == 2
     state = read_checkpoint(result.last_path)["training_state"]["loop"]

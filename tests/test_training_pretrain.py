@@ -17,10 +17,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_pretraining_lowers_the_loss_and_initialises_a_unetr_encoder(tmp_path):
     from napari_lightmycells.training.pretrain import pretrain
 
-    study = make_synthetic_study(tmp_path / "study", n_cases=4, size=128, n_planes=3, modalities=("BF", "PC"), seed=1)
+    study = make_synthetic_study(
+        tmp_path / "study", n_cases=4, size=128, n_planes=3, modalities=("BF", "PC"), seed=1
+    )
     config = load_config(
-        "pretrain_tiny", PretrainConfig, data=str(study), output=str(tmp_path / "mae"), device="cpu",
-        epochs=8, save_previews=True,
+        "pretrain_tiny",
+        PretrainConfig,
+        data=str(study),
+        output=str(tmp_path / "mae"),
+        device="cpu",
+        epochs=8,
+        save_previews=True,
     )
     events = []
     result = pretrain(config, callbacks=[events.append])

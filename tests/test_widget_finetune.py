@@ -19,8 +19,10 @@ TIMEOUT_MS = 60_000
 def pair_files(tmp_path_factory):
     folder = make_synthetic_study(tmp_path_factory.mktemp("ft_study"), n_cases=2, size=72, n_planes=2)
     return [
-        (np.stack([read_image(folder / f"image_{i}_BF_z{z}.ome.tiff").data for z in range(2)]),
-         read_image(folder / f"image_{i}_Nucleus.ome.tiff").data)
+        (
+            np.stack([read_image(folder / f"image_{i}_BF_z{z}.ome.tiff").data for z in range(2)]),
+            read_image(folder / f"image_{i}_Nucleus.ome.tiff").data,
+        )
         for i in (1, 2)
     ]
 
@@ -97,7 +99,9 @@ def test_mismatched_pair_is_refused_before_starting(viewer_and_widget, notificat
     assert "must be a 2D image" in notifications[-1].message
 
 
-def test_error_in_the_run_is_notified_and_the_widget_goes_idle(viewer_and_widget, notifications, qtbot, tmp_path):
+def test_error_in_the_run_is_notified_and_the_widget_goes_idle(
+    viewer_and_widget, notifications, qtbot, tmp_path
+):
     _, widget = viewer_and_widget
     (tmp_path / "empty").mkdir()
     widget.source.value, widget.folder.value = FOLDER, tmp_path / "empty"
@@ -130,12 +134,16 @@ def test_closing_the_widget_stops_the_run_and_keeps_a_resumable_checkpoint(viewe
     qtbot.waitUntil(lambda: widget.progress.value >= 1, timeout=TIMEOUT_MS)
     viewer.window.remove_dock_widget(widget.native)
     widget.native.deleteLater()
-    qtbot.waitUntil(lambda: job.poll() is not None and job.finished, timeout=TIMEOUT_MS)  # Qt deletes the widget
+    qtbot.waitUntil(
+        lambda: job.poll() is not None and job.finished, timeout=TIMEOUT_MS
+    )  # Qt deletes the widget
     assert job.error is None and job.result.status == "stopped"  # not the 1000 epochs it was set to
     assert last.is_file()
 
 
-def test_a_new_run_goes_to_a_numbered_folder_instead_of_replacing_one(viewer_and_widget, qtbot, tmp_path, notifications):
+def test_a_new_run_goes_to_a_numbered_folder_instead_of_replacing_one(
+    viewer_and_widget, qtbot, tmp_path, notifications
+):
     _, widget = viewer_and_widget
     widget.epochs.value = 1
     widget.start_button.clicked()

@@ -57,8 +57,10 @@ def test_predicts_all_planes_of_an_opened_stack_for_two_organelles(
     actin = viewer.layers[f"{STACK} Actin"]
     assert actin.data.shape == (3, 96, 96) and actin.colormap.name == "red"
     assert tuple(actin.scale) == pytest.approx((1.0, 0.325, 0.325))
-    assert any(n.severity == "warning" and "trained for Nucleus but is used for Actin" in n.message
-               for n in notifications)
+    assert any(
+        n.severity == "warning" and "trained for Nucleus but is used for Actin" in n.message
+        for n in notifications
+    )
 
 
 def test_cancel_stops_the_worker(viewer_and_widget, tiny_checkpoint, qtbot):
@@ -153,8 +155,9 @@ def test_closing_the_viewer_stops_a_running_prediction(viewer_and_widget, tiny_c
         viewer.close()
 
 
-def test_exports_a_bioimageio_package_and_predicts_from_it(viewer_and_widget, tiny_checkpoint, tmp_path, qtbot,
-                                                           notifications):
+def test_exports_a_bioimageio_package_and_predicts_from_it(
+    viewer_and_widget, tiny_checkpoint, tmp_path, qtbot, notifications
+):
     pytest.importorskip("bioimageio.spec")
     viewer, widget = viewer_and_widget
     viewer.open_sample("napari-lightmycells", "synthetic_case")

@@ -35,7 +35,10 @@ def test_pretrain_shows_reconstructions_and_hands_the_encoder_to_finetune(viewer
     widget.start_button.clicked()
     qtbot.waitUntil(lambda: "Pretraining preview: reconstruction" in viewer.layers, timeout=TIMEOUT_MS)
     assert "Pretraining preview: masked" in viewer.layers and "train_loss" in widget.plot.curves
-    assert [layer.name for layer in widget.layers.choices] == ["BF 1", "BF 2"]  # previews are not training data
+    assert [layer.name for layer in widget.layers.choices] == [
+        "BF 1",
+        "BF 2",
+    ]  # previews are not training data
     widget.stop_button.clicked()
     qtbot.waitUntil(lambda: widget.job is None, timeout=TIMEOUT_MS)
 

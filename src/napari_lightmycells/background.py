@@ -68,15 +68,18 @@ class TrainingJob:
             self._messages = context.Queue()
             self._stop = context.Event()
             self._worker = context.Process(
-                target=_process_main, args=(self.task, self.config, self._messages, self._stop),
+                target=_process_main,
+                args=(self.task, self.config, self._messages, self._stop),
                 name=f"lightmycells-{self.task}",
             )
         else:
             self._messages = queue.Queue()
             self._stop = StopToken()
             self._worker = threading.Thread(
-                target=_report_run, args=(self.task, self.config, self._messages, self._stop),
-                name=f"lightmycells-{self.task}", daemon=True,
+                target=_report_run,
+                args=(self.task, self.config, self._messages, self._stop),
+                name=f"lightmycells-{self.task}",
+                daemon=True,
             )
         self._worker.start()
         _running.add(self)
@@ -108,9 +111,12 @@ class TrainingJob:
                 self._finish(payload if kind == "result" else None, payload if kind == "error" else None)
         if not alive and not self.finished:
             code = getattr(self._worker, "exitcode", None)
-            self._finish(None, TrainingProcessError(
-                f"The {self.task} process ended unexpectedly (exit code {code}), possibly out of memory."
-            ))
+            self._finish(
+                None,
+                TrainingProcessError(
+                    f"The {self.task} process ended unexpectedly (exit code {code}), possibly out of memory."
+                ),
+            )
         return events
 
     def wait(self, timeout: float | None = None, on_event: Callback | None = None, interval: float = 0.05):
@@ -163,9 +169,11 @@ def _forward_stop(stop_event, stop: StopToken, interval: float = 1.0) -> None:
 def _report_run(task: str, config, messages, stop: StopToken) -> None:
     """Run ``task``, putting ``("event", e)``, then ``("result", r)`` or ``("error", exc)`` on ``messages``."""
     try:
-        result = run_training(task, config, [lambda event: messages.put(("event", portable_event(event)))], stop)
+        result = run_training(
+            task, config, [lambda event: messages.put(("event", portable_event(event)))], stop
+        )
         messages.put(("result", result))
-    except BaseException as error:  # noqa: BLE001  (reported to the GUI, which shows it)
+    except BaseException as error:
         messages.put(("error", portable_error(error)))
     finally:
         release_memory()
@@ -187,7 +195,7 @@ def portable_error(error: BaseException) -> BaseException:
         error.child_traceback = text
         pickle.loads(pickle.dumps(error))
         return error
-    except Exception:  # noqa: BLE001  (anything that fails to pickle)
+    except Exception:
         portable = RuntimeError(f"{type(error).__name__}: {error}")
         portable.child_traceback = text
         return portable

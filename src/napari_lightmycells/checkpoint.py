@@ -111,8 +111,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"Checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{path.name} is not a readable model checkpoint ({type(error).__name__}: {error})") from None
+    except Exception as error:
+        raise CheckpointError(
+            f"{path.name} is not a readable model checkpoint ({type(error).__name__}: {error})"
+        ) from None
 
 
 def card_from_checkpoint(checkpoint: dict[str, Any], path: str | None = None) -> ModelCard:
@@ -159,7 +161,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as error:
-        raise CheckpointError(f"{Path(path).name}: weights do not match the stored config ({error})") from None
+        raise CheckpointError(
+            f"{Path(path).name}: weights do not match the stored config ({error})"
+        ) from None
     return model.to(device).eval(), card
 
 

@@ -16,7 +16,7 @@ def available_devices() -> list[str]:
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         devices.append("mps")
-    return devices + ["cpu"]
+    return [*devices, "cpu"]
 
 
 def select_device(name: str | torch.device | None = "auto") -> torch.device:

@@ -93,7 +93,9 @@ def score_pair(pair: Pair, normalization: str = "percentile") -> dict:
         "target": str(pair.target),
     }
     try:
-        metrics = compute_metrics(read_image(pair.prediction).data, read_image(pair.target).data, normalization)
+        metrics = compute_metrics(
+            read_image(pair.prediction).data, read_image(pair.target).data, normalization
+        )
     except LightMyCellsError as exc:
         logger.warning("Cannot score %s: %s", pair.prediction.name, exc)
         return {**row, "status": str(exc), **dict.fromkeys(METRIC_NAMES, math.nan)}
@@ -123,7 +125,8 @@ def write_reports(rows: list[dict], output_dir: str | os.PathLike) -> dict[str, 
     paths = {
         "per_image": _write_csv(output_dir / "metrics_per_image.csv", rows, ROW_FIELDS),
         "summary_csv": _write_csv(
-            output_dir / "metrics_summary.csv", summary,
+            output_dir / "metrics_summary.csv",
+            summary,
             ("organelle", "n", *(f"{name}_{stat}" for name in METRIC_NAMES for stat in ("mean", "std"))),
         ),
         "summary_md": output_dir / "metrics_summary.md",

@@ -86,7 +86,9 @@ def ensure_writable_folder(folder: str | os.PathLike, what: str = "Output folder
         os.close(fd)
         os.unlink(probe)
     except OSError as error:
-        raise DataError(f"{what} {folder} is not writable ({error.strerror or error}); choose another folder.") from None
+        raise DataError(
+            f"{what} {folder} is not writable ({error.strerror or error}); choose another folder."
+        ) from None
     return folder
 
 

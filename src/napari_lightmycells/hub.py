@@ -50,7 +50,9 @@ def _entries_from_json(text: str, origin: str) -> list[ModelEntry]:
 
 def known_models() -> list[ModelEntry]:
     """Built-in entries followed by those of ``$LIGHTMYCELLS_REGISTRY``."""
-    entries = _entries_from_json(resources.files(__package__).joinpath("registry.json").read_text(), "registry.json")
+    entries = _entries_from_json(
+        resources.files(__package__).joinpath("registry.json").read_text(), "registry.json"
+    )
     extra = os.environ.get("LIGHTMYCELLS_REGISTRY")
     if extra:
         path = Path(extra)
@@ -116,7 +118,9 @@ def fetch_model(
             )
         os.replace(tmp, target)
     except (urllib.error.URLError, OSError) as error:
-        raise ModelError(f"Could not download {entry.name} from {entry.url}: {error}. Check the connection.") from None
+        raise ModelError(
+            f"Could not download {entry.name} from {entry.url}: {error}. Check the connection."
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return target

@@ -31,7 +31,9 @@ def image_budget() -> tuple[int | None, str]:
     available = available_memory()
     if available is None:
         return None, "unknown available memory"
-    return int(available * AVAILABLE_FRACTION), f"{AVAILABLE_FRACTION:.0%} of the {available / GIB:.1f} GiB available"
+    return int(
+        available * AVAILABLE_FRACTION
+    ), f"{AVAILABLE_FRACTION:.0%} of the {available / GIB:.1f} GiB available"
 
 
 def _meminfo_available() -> int | None:
@@ -51,8 +53,10 @@ def _meminfo_available() -> int | None:
 
 def _cgroup_available() -> int | None:
     root = Path("/sys/fs/cgroup")
-    for limit_file, usage_file in (("memory.max", "memory.current"),
-                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
         try:
             limit = (root / limit_file).read_text().strip()
             if limit == "max" or int(limit) >= 2**60:

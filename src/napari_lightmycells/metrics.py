@@ -111,7 +111,9 @@ def psnr(prediction: np.ndarray, target: np.ndarray, data_range: float | None = 
     return 10.0 * math.log10(data_range**2 / mse)
 
 
-def compute_metrics(prediction: np.ndarray, target: np.ndarray, normalization: str = "percentile") -> dict[str, float]:
+def compute_metrics(
+    prediction: np.ndarray, target: np.ndarray, normalization: str = "percentile"
+) -> dict[str, float]:
     """All :data:`METRIC_NAMES` for one image pair, the challenge way (``normalization="percentile"``).
 
     ``normalization="none"`` compares the raw intensities.
@@ -122,7 +124,9 @@ def compute_metrics(prediction: np.ndarray, target: np.ndarray, normalization: s
     if normalization == "percentile":
         prediction, target = percentile_normalize(prediction), percentile_normalize(target)
     elif normalization != "none":
-        raise DataError(f"Unknown metric normalisation {normalization!r}: use one of {', '.join(NORMALIZATIONS)}.")
+        raise DataError(
+            f"Unknown metric normalisation {normalization!r}: use one of {', '.join(NORMALIZATIONS)}."
+        )
     return {
         "MAE": mean_absolute_error(prediction, target),
         "SSIM": ssim(prediction, target),
@@ -146,7 +150,9 @@ def _pair(prediction: np.ndarray, target: np.ndarray, flatten: bool = True) -> t
 # --- Batched torch versions, for validation during training: (B, C, H, W) -> (B,) ---------------------
 
 
-def batch_psnr(prediction: torch.Tensor, target: torch.Tensor, data_range: float | None = None) -> torch.Tensor:
+def batch_psnr(
+    prediction: torch.Tensor, target: torch.Tensor, data_range: float | None = None
+) -> torch.Tensor:
     """PSNR per sample in dB; ``data_range`` defaults to each target's range."""
     pred, tgt = prediction.double().flatten(1), target.double().flatten(1)
     peak = (tgt.amax(1) - tgt.amin(1)) if data_range is None else torch.full_like(tgt[:, 0], data_range)
@@ -173,8 +179,9 @@ def batch_percentile_normalize(batch: torch.Tensor) -> torch.Tensor:
     return ((flat - bounds[0, :, None]) / scale[:, None]).view_as(batch)
 
 
-def batch_ssim(prediction: torch.Tensor, target: torch.Tensor, data_range: float | None = None,
-               win_size: int = 7) -> torch.Tensor:
+def batch_ssim(
+    prediction: torch.Tensor, target: torch.Tensor, data_range: float | None = None, win_size: int = 7
+) -> torch.Tensor:
     """SSIM per sample, identical to skimage's default (uniform window, sample covariance, valid region).
 
     ``data_range`` defaults to each sample's larger range of prediction and target.

@@ -12,7 +12,9 @@ def add_parser(sub) -> None:
         help="score predictions with the LightMyCells metrics",
         description="Writes metrics_per_image.csv, metrics_summary.csv and metrics_summary.md.",
     )
-    parser.add_argument("--predictions", type=Path, required=True, help="folder written by `lightmycells predict`")
+    parser.add_argument(
+        "--predictions", type=Path, required=True, help="folder written by `lightmycells predict`"
+    )
     parser.add_argument("--study", type=Path, required=True, help="study folder with the targets")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the tables")
     parser.add_argument("--normalization", default="percentile", help="how images are scaled before scoring")
@@ -22,7 +24,9 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, summarize, summary_markdown
 
     rows = evaluate(
-        prediction_dir=args.predictions, study_dir=args.study, output_dir=args.output,
+        prediction_dir=args.predictions,
+        study_dir=args.study,
+        output_dir=args.output,
         normalization=args.normalization,
     )
     print(summary_markdown(summarize(rows), rows))

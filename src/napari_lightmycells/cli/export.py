@@ -19,7 +19,12 @@ def run(args: argparse.Namespace) -> int:
     from ..model_zoo import export_bioimageio
 
     path = export_bioimageio(
-        args.checkpoint, args.output, name=args.name, authors=args.authors, cover=args.cover, license=args.license
+        args.checkpoint,
+        args.output,
+        name=args.name,
+        authors=args.authors,
+        cover=args.cover,
+        license=args.license,
     )
     print(f"wrote {path}")
     return 0

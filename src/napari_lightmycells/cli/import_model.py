@@ -17,8 +17,12 @@ def run(args: argparse.Namespace) -> int:
 
     model, card = import_bioimageio(args.package)
     path = save_checkpoint(
-        args.output, model, organelle=card.organelle, modality=card.modality,
-        normalization=card.normalization, provenance_extra=card.provenance,
+        args.output,
+        model,
+        organelle=card.organelle,
+        modality=card.modality,
+        normalization=card.normalization,
+        provenance_extra=card.provenance,
     )
     print(f"wrote {path}: {card.describe()}")
     return 0

@@ -11,7 +11,9 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("models", help="list model presets and their parameter counts")
     parser.add_argument("--name", help="only this preset")
     parser.add_argument(
-        "--biapy", action="store_true", help="also count BiaPy's UNETR of the same config (needs `pip install biapy`)"
+        "--biapy",
+        action="store_true",
+        help="also count BiaPy's UNETR of the same config (needs `pip install biapy`)",
     )
 
 
@@ -23,11 +25,19 @@ def biapy_parameter_count(config) -> int:
     skips = config.resolved_skip_blocks()
     with contextlib.redirect_stdout(io.StringIO()):
         model = UNETR(
-            input_shape=(enc.crop_size, enc.crop_size, enc.in_channels), patch_size=enc.token_size,
-            embed_dim=enc.embed_dim, depth=enc.depth, num_heads=enc.num_heads, mlp_ratio=enc.mlp_ratio,
-            num_filters=config.decoder_filters, output_channels=[config.out_channels], output_channel_info=["F"],
-            decoder_activation=config.decoder_activation, ViT_hidd_mult=skips[0],
-            normalization=config.decoder_norm, k_size=config.kernel_size,
+            input_shape=(enc.crop_size, enc.crop_size, enc.in_channels),
+            patch_size=enc.token_size,
+            embed_dim=enc.embed_dim,
+            depth=enc.depth,
+            num_heads=enc.num_heads,
+            mlp_ratio=enc.mlp_ratio,
+            num_filters=config.decoder_filters,
+            output_channels=[config.out_channels],
+            output_channel_info=["F"],
+            decoder_activation=config.decoder_activation,
+            ViT_hidd_mult=skips[0],
+            normalization=config.decoder_norm,
+            k_size=config.kernel_size,
         )
     return sum(p.numel() for p in model.parameters())
 

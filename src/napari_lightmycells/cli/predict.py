@@ -32,26 +32,36 @@ def add_parser(sub) -> None:
     parser.add_argument("inputs", nargs="*", type=Path, help="TIFF/OME-TIFF files or folders of them")
     parser.add_argument("-o", "--output", type=Path, help="output folder")
     parser.add_argument(
-        "-m", "--model", action="append", default=[], metavar="[ORGANELLE=]MODEL",
+        "-m",
+        "--model",
+        action="append",
+        default=[],
+        metavar="[ORGANELLE=]MODEL",
         help="checkpoint file (ours or BiaPy's), bioimage.io package (.zip) or registered model name; "
         "repeat for several organelles. "
         "The organelle is read from the checkpoint when not given.",
     )
-    parser.add_argument("--plane", default="best", help="for Z-stacks: 'best' (least blurry), 'all', or an index")
+    parser.add_argument(
+        "--plane", default="best", help="for Z-stacks: 'best' (least blurry), 'all', or an index"
+    )
     parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
     parser.add_argument("--tile-size", type=int, default=1024, help="tile side in pixels (default 1024)")
     parser.add_argument("--overlap", type=float, default=0.125, help="tile overlap as a fraction of the tile")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     parser.add_argument(
-        "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16", "fp16"),
         help="auto: bf16 on CUDA, fp32 elsewhere; bf16 is ~1.7x faster on CPUs with AVX512-BF16/AMX",
     )
     parser.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="replace existing outputs (never organelle images found among the inputs)",
     )
     parser.add_argument(
-        "--skip-existing", action="store_true",
+        "--skip-existing",
+        action="store_true",
         help="keep outputs already there and predict only what is missing (re-runs resume)",
     )
     parser.add_argument("--list-models", action="store_true", help="list registered public models and exit")
@@ -107,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
     plane = parse_plane(args.plane)
     validate_tiling(args.tile_size, args.overlap, args.batch_size)
     if args.output.is_file():
-        raise LightMyCellsError(f"-o/--output {args.output} is an existing file; give a folder for the predictions.")
+        raise LightMyCellsError(
+            f"-o/--output {args.output} is an existing file; give a folder for the predictions."
+        )
     with session(args.device) as (env, device):
         results = _predict_shard(args, plane, device, env)
         if env.enabled:
@@ -131,14 +143,25 @@ def _predict_shard(args: argparse.Namespace, plane, device, env: DistEnv) -> lis
     cache = ModelCache()
     models = dict(resolve_model(spec, cache, device, args.precision) for spec in args.model)
     predictor = Predictor(
-        models, device=device, tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-        precision=args.precision, cache=cache,
+        models,
+        device=device,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        cache=cache,
     )
     bar = ProgressBar("predict", disable=True if not env.is_main else None)
     try:
         return predictor.predict_files(
-            args.inputs, args.output, plane=plane, callbacks=[bar], overwrite=args.overwrite,
-            skip_existing=args.skip_existing, shard=(env.rank, env.world_size), after_plan=lambda: barrier(env),
+            args.inputs,
+            args.output,
+            plane=plane,
+            callbacks=[bar],
+            overwrite=args.overwrite,
+            skip_existing=args.skip_existing,
+            shard=(env.rank, env.world_size),
+            after_plan=lambda: barrier(env),
         )
     finally:
         bar.close()

@@ -8,8 +8,15 @@ from .train import COMMON_FLAGS, ProgressPrinter, add_run_arguments, report, res
 
 PRETRAIN_FLAGS = [
     ("--samples-per-plane", "samples_per_plane", {"type": int, "help": "crops per input plane and epoch"}),
-    ("--save-previews", "save_previews", {"action": "store_const", "const": True,
-                                          "help": "write reconstructions as PNG + TIFF under OUTPUT/previews"}),
+    (
+        "--save-previews",
+        "save_previews",
+        {
+            "action": "store_const",
+            "const": True,
+            "help": "write reconstructions as PNG + TIFF under OUTPUT/previews",
+        },
+    ),
 ]
 
 
@@ -30,5 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = resolve_config(args, PretrainConfig, COMMON_FLAGS + PRETRAIN_FLAGS, "pretrain")
     with stop_on_interrupt() as stop:
-        result = pretrain(config, callbacks=[ProgressPrinter(not args.no_progress)], stop=stop, overwrite=args.overwrite)
+        result = pretrain(
+            config, callbacks=[ProgressPrinter(not args.no_progress)], stop=stop, overwrite=args.overwrite
+        )
     return report(result)

@@ -11,8 +11,12 @@ def add_parser(sub) -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--organelle", help="only cases with this target")
     parser.add_argument("--modality", help="only cases of this modality (BF, PC, DIC)")
-    parser.add_argument("--check", action="store_true", help="also read pixels: reject empty/constant/NaN images")
-    parser.add_argument("--synthetic", action="store_true", help="first write a small synthetic study into FOLDER")
+    parser.add_argument(
+        "--check", action="store_true", help="also read pixels: reject empty/constant/NaN images"
+    )
+    parser.add_argument(
+        "--synthetic", action="store_true", help="first write a small synthetic study into FOLDER"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

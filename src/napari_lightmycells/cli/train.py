@@ -26,7 +26,11 @@ COMMON_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--max-steps", "max_steps", {"type": int, "help": "stop (resumably) after this many optimiser steps"}),
     ("--batch-size", "batch_size", {"type": int, "help": "per process"}),
     ("--accumulate", "accumulate", {"type": int, "metavar": "N", "help": "micro-batches per optimiser step"}),
-    ("--crop-size", "crop_size", {"type": int, "metavar": "PX", "help": "side of the training crops (model image size)"}),
+    (
+        "--crop-size",
+        "crop_size",
+        {"type": int, "metavar": "PX", "help": "side of the training crops (model image size)"},
+    ),
     ("--lr", "lr", {"type": float}),
     ("--weight-decay", "weight_decay", {"type": float}),
     ("--warmup-epochs", "warmup_epochs", {"type": float}),
@@ -41,7 +45,11 @@ COMMON_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
 TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--organelle", "organelle", {"help": "Nucleus, Mitochondria, Tubulin or Actin"}),
     ("--modality", "modality", {"help": "BF, PC or DIC (default: all)"}),
-    ("--init-encoder", "init_encoder", {"metavar": "CKPT", "help": "MAE / UNETR / BiaPy checkpoint for the encoder"}),
+    (
+        "--init-encoder",
+        "init_encoder",
+        {"metavar": "CKPT", "help": "MAE / UNETR / BiaPy checkpoint for the encoder"},
+    ),
     ("--val-fraction", "val_fraction", {"type": float}),
     ("--patience", "patience", {"type": int, "metavar": "EPOCHS"}),
     ("--loss", "loss", {"choices": ("mse", "l1")}),
@@ -69,11 +77,22 @@ def add_run_arguments(parser: argparse.ArgumentParser, flags: list[tuple[str, st
     source.add_argument("--preset", help="configuration preset (file name in napari_lightmycells/configs)")
     for flag, field, kwargs in flags:
         parser.add_argument(flag, dest=field, **{"default": None, **kwargs})
-    parser.add_argument("--patch-size", dest="crop_size", type=int, action=DeprecatedAlias, new_flag="--crop-size",
-                        default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the model")
     parser.add_argument(
-        "--overwrite", action="store_true", help="start a new run in an output folder holding an earlier one (replaced)"
+        "--patch-size",
+        dest="crop_size",
+        type=int,
+        action=DeprecatedAlias,
+        new_flag="--crop-size",
+        default=None,
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--compile", dest="compile", action="store_true", default=None, help="torch.compile the model"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an output folder holding an earlier one (replaced)",
     )
     parser.add_argument("--no-augment", action="store_true", help="disable data augmentation")
     parser.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
@@ -193,5 +212,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = resolve_config(args, TrainConfig, COMMON_FLAGS + TRAIN_FLAGS, "nucleus")
     with stop_on_interrupt() as stop:
-        result = finetune(config, callbacks=[ProgressPrinter(not args.no_progress)], stop=stop, overwrite=args.overwrite)
+        result = finetune(
+            config, callbacks=[ProgressPrinter(not args.no_progress)], stop=stop, overwrite=args.overwrite
+        )
     return report(result)

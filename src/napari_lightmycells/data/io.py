@@ -344,5 +344,3 @@ def write_prediction(
         channel_names=(organelle,),
         dtype=np.float32,
     )
-
-

@@ -64,7 +64,7 @@ class SqueezedView:
         key = key if isinstance(key, tuple) else (key,)
         if any(k is Ellipsis for k in key):
             at = key.index(Ellipsis)
-            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1:]
+            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1 :]
         key = key + (slice(None),) * (self.ndim - len(key))
         full = [0] * len(self.array.shape)
         for axis, item in zip(self.keep, key):
@@ -96,7 +96,9 @@ def ome_zarr_output(path: Path, shape: tuple[int, ...], reference: Image | None,
         axes = [{"name": "z", "type": "space", "unit": "micrometer"}] if len(shape) == 3 else []
         axes += [{"name": axis, "type": "space", "unit": "micrometer"} for axis in "yx"]
         transform = [{"type": "scale", "scale": z_step + pixel}]
-        write_multiscales_metadata(group, [{"path": "0", "coordinateTransformations": transform}], axes=axes, name=name)
+        write_multiscales_metadata(
+            group, [{"path": "0", "coordinateTransformations": transform}], axes=axes, name=name
+        )
         _replace_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

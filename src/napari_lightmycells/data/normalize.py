@@ -41,7 +41,9 @@ def compute_stats(image: np.ndarray, method: str = "zscore") -> NormStats:
     return NormStats(method, offset, scale)
 
 
-def normalize(image: np.ndarray, method: str = "zscore", stats: NormStats | None = None) -> tuple[np.ndarray, NormStats]:
+def normalize(
+    image: np.ndarray, method: str = "zscore", stats: NormStats | None = None
+) -> tuple[np.ndarray, NormStats]:
     """Return ``(float32 normalised image, stats)``; pass ``stats`` to reuse known statistics."""
     stats = stats or compute_stats(image, method)
     out = (np.asarray(image, dtype=np.float32) - np.float32(stats.offset)) / np.float32(stats.scale)

@@ -73,7 +73,9 @@ def plan_outputs(
         raise DataError(f"Nothing to predict: no transmitted-light TIFF among the inputs ({found}).")
     for item in todo:
         suffix = output_suffix(item.path)
-        item.outputs = {organelle: output_dir / output_name(item.path, organelle, suffix) for organelle in organelles}
+        item.outputs = {
+            organelle: output_dir / output_name(item.path, organelle, suffix) for organelle in organelles
+        }
         if skip_existing:
             item.outputs = {organelle: path for organelle, path in item.outputs.items() if not path.exists()}
             item.skip_reason = "" if item.outputs else SKIPPED_EXISTING
@@ -84,7 +86,9 @@ def plan_outputs(
     return plan
 
 
-def _check_outputs(plan: list[PlannedInput], todo: list[PlannedInput], output_dir: Path, overwrite: bool) -> None:
+def _check_outputs(
+    plan: list[PlannedInput], todo: list[PlannedInput], output_dir: Path, overwrite: bool
+) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise DataError(f"Output {output_dir} is an existing file; -o/--output must be a folder.")
     writers: dict[Path, list[Path]] = {}

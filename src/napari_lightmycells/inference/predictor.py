@@ -100,7 +100,8 @@ class Predictor:
         self.cache = cache
         self.autocast_dtype = autocast_dtype(self.device, precision)
         self.models: dict[str, _LoadedModel] = {
-            _organelle(name): self._load(_organelle(name), model, normalization) for name, model in models.items()
+            _organelle(name): self._load(_organelle(name), model, normalization)
+            for name, model in models.items()
         }
 
     @property
@@ -154,8 +155,11 @@ class Predictor:
                         reporter.total += tiles_total - len(grids[organelle])
                         grids[organelle] = self._grid(shape, self.models[organelle])
                     reporter.emit(
-                        "step", base + tiles_done, message=f"{organelle}: tile {tiles_done}/{tiles_total}",
-                        output=organelle, region=_bounding_region(regions, z if stacked else None),
+                        "step",
+                        base + tiles_done,
+                        message=f"{organelle}: tile {tiles_done}/{tiles_total}",
+                        output=organelle,
+                        region=_bounding_region(regions, z if stacked else None),
                     )
                     if stop is not None:
                         stop.check()
@@ -230,7 +234,10 @@ class Predictor:
         predictor = self if list(outputs) == self.organelles else self._only(outputs)
         if not any(str(target).endswith(".zarr") for target in outputs.values()):
             predictions = predictor.predict(image.data, plane=plane, callbacks=callbacks, stop=stop)
-            return [write_prediction(outputs[organelle], data, image, organelle) for organelle, data in predictions.items()]
+            return [
+                write_prediction(outputs[organelle], data, image, organelle)
+                for organelle, data in predictions.items()
+            ]
         shape = tuple(image.data.shape) if plane == "all" else tuple(image.data.shape[-2:])
         with contextlib.ExitStack() as stack:
             out = {
@@ -246,7 +253,9 @@ class Predictor:
         subset.models = {organelle: self.models[organelle] for organelle in organelles}
         return subset
 
-    def _load(self, organelle: str, model: nn.Module | str | os.PathLike, normalization: str | None) -> _LoadedModel:
+    def _load(
+        self, organelle: str, model: nn.Module | str | os.PathLike, normalization: str | None
+    ) -> _LoadedModel:
         card_normalization = None
         if not isinstance(model, nn.Module):
             from ..checkpoint import load_model
@@ -261,12 +270,16 @@ class Predictor:
                     "fine-tune it first or pick a UNETR checkpoint."
                 )
             if card.organelle and card.organelle != organelle:
-                self.warnings.append(f"{Path(card.path).name} was trained for {card.organelle} but is used for {organelle}.")
+                self.warnings.append(
+                    f"{Path(card.path).name} was trained for {card.organelle} but is used for {organelle}."
+                )
                 logger.warning("warning: %s", self.warnings[-1])
             card_normalization = card.normalization
         token_size = getattr(model, "token_size", None)
         if not isinstance(token_size, int) or token_size < 1:
-            raise ModelError(f"{type(model).__name__} has no integer `token_size` attribute; it cannot be tiled.")
+            raise ModelError(
+                f"{type(model).__name__} has no integer `token_size` attribute; it cannot be tiled."
+            )
         model = model.to(self.device).eval()
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)

@@ -57,7 +57,9 @@ class TileGrid:
     @classmethod
     def plan(cls, shape: tuple[int, int], tile: int, overlap: int = 0) -> TileGrid:
         if tile < 1 or not 0 <= overlap < tile:
-            raise DataError(f"Invalid tiling: tile {tile} px with overlap {overlap} px (need 0 <= overlap < tile).")
+            raise DataError(
+                f"Invalid tiling: tile {tile} px with overlap {overlap} px (need 0 <= overlap < tile)."
+            )
         if len(shape) != 2 or min(shape) < 1:
             raise DataError(f"Tiling needs a non-empty 2D image, got shape {tuple(shape)}.")
         margin = overlap // 2
@@ -90,7 +92,7 @@ def blend_window(length: int, ramp: int) -> np.ndarray:
     if ramp > 0:
         rise = (0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp) + 0.5) / ramp)) ** 2
         window[:ramp] = rise
-        window[length - ramp:] = rise[::-1]
+        window[length - ramp :] = rise[::-1]
     return window.astype(np.float32)
 
 
@@ -107,16 +109,22 @@ def reflect_indices(start: int, length: int, size: int) -> np.ndarray:
 def extract_tile(image: np.ndarray, y: int, x: int, tile: int) -> np.ndarray:
     """The ``tile x tile`` window of ``image`` at ``(y, x)``, mirrored where it leaves the image."""
     h, w = image.shape
-    if 0 <= y and y + tile <= h and 0 <= x and x + tile <= w:
-        return np.asarray(image[y:y + tile, x:x + tile])
+    if y >= 0 and y + tile <= h and x >= 0 and x + tile <= w:
+        return np.asarray(image[y : y + tile, x : x + tile])
     rows, columns = reflect_indices(y, tile, h), reflect_indices(x, tile, w)
     top, left = int(rows.min()), int(columns.min())
-    block = np.asarray(image[top:int(rows.max()) + 1, left:int(columns.max()) + 1])  # read only what is used
+    block = np.asarray(
+        image[top : int(rows.max()) + 1, left : int(columns.max()) + 1]
+    )  # read only what is used
     return block[np.ix_(rows - top, columns - left)]
 
 
 def plan_tiles(
-    shape: tuple[int, int], tile_size: int, token: int, overlap: float = 0.125, max_growth: float = MAX_TILE_GROWTH
+    shape: tuple[int, int],
+    tile_size: int,
+    token: int,
+    overlap: float = 0.125,
+    max_growth: float = MAX_TILE_GROWTH,
 ) -> TileGrid:
     """The grid computing the fewest pixels with at least ``round(overlap * tile_size)`` px of overlap.
 
@@ -182,7 +190,7 @@ def predict_grid(
     row_sums, column_sums = grid.weight_sums()
     positions = tile_order(grid, focus)
     for first in range(0, len(positions), batch_size):
-        batch_positions = positions[first:first + batch_size]
+        batch_positions = positions[first : first + batch_size]
         tiles = np.stack([extract_tile(image, y, x, grid.tile) for y, x in batch_positions])
         predicted = np.asarray(predict_batch(tiles[:, None].astype(np.float32, copy=False)))
         _check_output(predicted, len(batch_positions), grid.tile)
@@ -217,21 +225,27 @@ def _axis_weight_sum(n: int, starts: tuple[int, ...], window: np.ndarray) -> np.
     total = np.zeros(n, dtype=np.float32)
     for start in starts:
         lo, hi = max(start, 0), min(start + len(window), n)
-        total[lo:hi] += window[lo - start:hi - start]
+        total[lo:hi] += window[lo - start : hi - start]
     return total
 
 
 def _accumulate(
-    output, tile_output: np.ndarray, y: int, x: int, window: np.ndarray, row_sums: np.ndarray, column_sums: np.ndarray
+    output,
+    tile_output: np.ndarray,
+    y: int,
+    x: int,
+    window: np.ndarray,
+    row_sums: np.ndarray,
+    column_sums: np.ndarray,
 ) -> tuple[int, int, int, int]:
     """Add the part of one tile's output inside the image, weighted and divided by the grid's weight sums;
     returns the region written, ``(y0, y1, x0, x1)``."""
     tile = len(window)
     h, w = output.shape[-2:]
     y0, y1, x0, x1 = max(y, 0), min(y + tile, h), max(x, 0), min(x + tile, w)
-    rows = window[y0 - y:y1 - y] / row_sums[y0:y1]
-    columns = window[x0 - x:x1 - x] / column_sums[x0:x1]
-    weighted = tile_output[:, y0 - y:y1 - y, x0 - x:x1 - x] * np.outer(rows, columns)
+    rows = window[y0 - y : y1 - y] / row_sums[y0:y1]
+    columns = window[x0 - x : x1 - x] / column_sums[x0:x1]
+    weighted = tile_output[:, y0 - y : y1 - y, x0 - x : x1 - x] * np.outer(rows, columns)
     output[..., y0:y1, x0:x1] += weighted if output.ndim == 3 else weighted[0]
     return y0, y1, x0, x1
 

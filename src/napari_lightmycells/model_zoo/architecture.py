@@ -38,8 +38,21 @@ def standalone_kwargs(config: UNETRConfig) -> dict[str, Any]:
 def config_from_standalone_kwargs(kwargs: dict[str, Any]) -> UNETRConfig:
     """Inverse of :func:`standalone_kwargs`."""
     kwargs = renamed(kwargs, ENCODER_RENAMES)  # packages exported before the rename
-    encoder = ViTConfig(**{k: kwargs.pop(k) for k in ("in_channels", "crop_size", "token_size", "embed_dim",
-                                                      "depth", "num_heads", "mlp_ratio") if k in kwargs})
+    encoder = ViTConfig(
+        **{
+            k: kwargs.pop(k)
+            for k in (
+                "in_channels",
+                "crop_size",
+                "token_size",
+                "embed_dim",
+                "depth",
+                "num_heads",
+                "mlp_ratio",
+            )
+            if k in kwargs
+        }
+    )
     skips = kwargs.pop("skip_blocks", None)
     return UNETRConfig(encoder=encoder, skip_blocks=tuple(skips) if skips is not None else None, **kwargs)
 

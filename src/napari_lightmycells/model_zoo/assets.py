@@ -27,7 +27,9 @@ def synthetic_transmitted_light(size: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     field = gaussian_filter(rng.standard_normal((size, size)), sigma=max(1.0, size / 16))
     cells = np.abs(field) < 0.3 * field.std()
-    image = 1000 + 200 * gaussian_filter(cells.astype(np.float64), 1.0) + 20 * rng.standard_normal((size, size))
+    image = (
+        1000 + 200 * gaussian_filter(cells.astype(np.float64), 1.0) + 20 * rng.standard_normal((size, size))
+    )
     return image.astype(np.float32)
 
 
@@ -66,7 +68,9 @@ def readme(card: ModelCard, name: str) -> str:
     normalization = (
         "`zero_mean_unit_variance` over y and x of each image (per-image z-score)"
         if card.normalization == "zscore"
-        else "`scale_range` between the {:g}th and {:g}th percentiles of each image".format(*CHALLENGE_PERCENTILES)
+        else "`scale_range` between the {:g}th and {:g}th percentiles of each image".format(
+            *CHALLENGE_PERCENTILES
+        )
     )
     return f"""# {name}
 

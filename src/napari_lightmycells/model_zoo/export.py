@@ -108,15 +108,20 @@ def describe(model, card: ModelCard, folder: Path, name, authors, cover, test_im
         pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
             source=folder / "weights.pt",
             architecture=spec.ArchitectureFromFileDescr(
-                source=folder / STANDALONE_FILE.name, callable=spec.Identifier(STANDALONE_CALLABLE),
+                source=folder / STANDALONE_FILE.name,
+                callable=spec.Identifier(STANDALONE_CALLABLE),
                 kwargs=standalone_kwargs(card.config),
             ),
             pytorch_version=pytorch_version,
         ),
         torchscript=spec.TorchscriptWeightsDescr(
-            source=torchscript, pytorch_version=pytorch_version, parent="pytorch_state_dict",
+            source=torchscript,
+            pytorch_version=pytorch_version,
+            parent="pytorch_state_dict",
             comment="torch.jit.script of unetr_standalone.UNETR2D (any input size)",
-        ) if torchscript else None,
+        )
+        if torchscript
+        else None,
     )
     return spec.ModelDescr(
         name=name,
@@ -128,8 +133,10 @@ def describe(model, card: ModelCard, folder: Path, name, authors, cover, test_im
         cite=[
             spec.CiteEntry(text=PAPER, doi=spec.Doi(PAPER_DOI)),
             spec.CiteEntry(text=f"{PAPER} Preprint, bioRxiv.", doi=spec.Doi(PREPRINT_DOI)),
-            spec.CiteEntry(text="napari-lightmycells: napari plugin for LightMyCells UNETR models.",
-                           url=spec.HttpUrl(PROJECT_URL)),
+            spec.CiteEntry(
+                text="napari-lightmycells: napari plugin for LightMyCells UNETR models.",
+                url=spec.HttpUrl(PROJECT_URL),
+            ),
         ],
         license=spec.LicenseId(license),
         git_repo=spec.HttpUrl(PROJECT_URL),
@@ -169,13 +176,16 @@ def describe(model, card: ModelCard, folder: Path, name, authors, cover, test_im
         weights=weights,
         config=spec.Config(
             bioimageio=spec.BioimageioConfig(
-                architecture_type="UNETR", task="image-to-image",
+                architecture_type="UNETR",
+                task="image-to-image",
                 modality=f"label-free transmitted light ({'/'.join(card.modality) or 'BF/PC/DIC'})",
                 target_structure=[organelle],
             ),
             napari_lightmycells={
-                "model_card": CARD_ATTACHMENT, "organelle": card.organelle,
-                "modality": list(card.modality), "normalization": card.normalization,
+                "model_card": CARD_ATTACHMENT,
+                "organelle": card.organelle,
+                "modality": list(card.modality),
+                "normalization": card.normalization,
             },
         ),
     )
@@ -184,8 +194,13 @@ def describe(model, card: ModelCard, folder: Path, name, authors, cover, test_im
 def write_card(path: Path, card: ModelCard) -> Path:
     """Our checkpoint without its weights (those are ``weights.pt``): config, organelle, modality, provenance."""
     payload = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": card.kind, "config": card.config.to_dict(),
-        "organelle": card.organelle, "modality": list(card.modality), "normalization": card.normalization,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": card.kind,
+        "config": card.config.to_dict(),
+        "organelle": card.organelle,
+        "modality": list(card.modality),
+        "normalization": card.normalization,
         "provenance": card.provenance,
     }
     path.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
@@ -197,7 +212,9 @@ def preprocessing(normalization: str, axes):
     from bioimageio.spec.model import v0_5 as spec
 
     if normalization == "zscore":
-        return spec.ZeroMeanUnitVarianceDescr(kwargs=spec.ZeroMeanUnitVarianceKwargs(axes=list(axes), eps=EPS))
+        return spec.ZeroMeanUnitVarianceDescr(
+            kwargs=spec.ZeroMeanUnitVarianceKwargs(axes=list(axes), eps=EPS)
+        )
     low, high = CHALLENGE_PERCENTILES
     return spec.ScaleRangeDescr(
         kwargs=spec.ScaleRangeKwargs(axes=list(axes), min_percentile=low, max_percentile=high, eps=EPS)
@@ -225,7 +242,7 @@ def script_weights(model: torch.nn.Module, path: Path) -> Path | None:
         network = UNETR2D(**standalone_kwargs(model.config))
         network.load_state_dict(model.state_dict(), strict=True)
         torch.jit.save(torch.jit.script(network.eval()), str(path))
-    except Exception as error:  # noqa: BLE001  (TorchScript is optional: the state dict is the reference)
+    except Exception as error:
         logger.warning("No TorchScript weights (scripting failed: %s); exporting the state dict only.", error)
         return None
     return path
@@ -237,6 +254,18 @@ def default_name(card: ModelCard) -> str:
 
 
 def tags(card: ModelCard) -> list[str]:
-    base = ["napari-lightmycells", "lightmycells", "biapy", "unetr", "vision-transformer", "pytorch", "2d",
-            "image-to-image", "label-free", "in-silico-labeling", "transmitted-light", "fluorescence"]
+    base = [
+        "napari-lightmycells",
+        "lightmycells",
+        "biapy",
+        "unetr",
+        "vision-transformer",
+        "pytorch",
+        "2d",
+        "image-to-image",
+        "label-free",
+        "in-silico-labeling",
+        "transmitted-light",
+        "fluorescence",
+    ]
     return base + [m.lower() for m in card.modality] + ([card.organelle.lower()] if card.organelle else [])

@@ -79,7 +79,11 @@ def _from_architecture(descr, arch, state, source) -> tuple[UNETR2D, ModelCard]:
         config=model.config,
         organelle=_organelle(descr),
         normalization=_normalization(descr),
-        provenance={"source": source_name, "bioimageio_name": descr.name, "bioimageio_id": str(descr.id or "")},
+        provenance={
+            "source": source_name,
+            "bioimageio_name": descr.name,
+            "bioimageio_id": str(descr.id or ""),
+        },
         path=str(source),
     )
     return model.eval(), card
@@ -96,7 +100,9 @@ def _normalization(descr) -> str:
     steps = [step.id for step in descr.inputs[0].preprocessing if step.id != "ensure_dtype"]
     if steps and steps[0] in NORMALIZATIONS:
         return NORMALIZATIONS[steps[0]]
-    logger.warning("%s: preprocessing %s has no napari-lightmycells equivalent; using z-score.", descr.name, steps)
+    logger.warning(
+        "%s: preprocessing %s has no napari-lightmycells equivalent; using z-score.", descr.name, steps
+    )
     return "zscore"
 
 

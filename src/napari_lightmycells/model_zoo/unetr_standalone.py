@@ -68,8 +68,16 @@ class Block(nn.Module):
 class ViTEncoder(nn.Module):
     """Patch embedding, class token, fixed positional embedding (resampled to the input's grid), blocks."""
 
-    def __init__(self, in_channels: int, crop_size: int, token_size: int, embed_dim: int, depth: int,
-                 num_heads: int, mlp_ratio: float):
+    def __init__(
+        self,
+        in_channels: int,
+        crop_size: int,
+        token_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+    ):
         super().__init__()
         self.grid_size = crop_size // token_size
         self.patch_embed = PatchEmbed(in_channels, embed_dim, token_size)
@@ -109,8 +117,17 @@ def upsample(in_ch: int, out_ch: int) -> nn.ConvTranspose2d:
 
 
 class UNETRDecoder(nn.Module):
-    def __init__(self, in_channels: int, embed_dim: int, levels: int, out_channels: int, decoder_filters: int,
-                 kernel_size: int, norm: str, activation: str):
+    def __init__(
+        self,
+        in_channels: int,
+        embed_dim: int,
+        levels: int,
+        out_channels: int,
+        decoder_filters: int,
+        kernel_size: int,
+        norm: str,
+        activation: str,
+    ):
         super().__init__()
         f = decoder_filters
         self.bottleneck = upsample(embed_dim, f * 2 ** (levels - 1))
@@ -135,10 +152,22 @@ class UNETRDecoder(nn.Module):
 class UNETR2D(nn.Module):
     """UNETR for 2D image-to-image regression: ``(B, in_channels, H, W) -> (B, out_channels, H, W)``."""
 
-    def __init__(self, in_channels: int = 1, crop_size: int = 1024, token_size: int = 32, embed_dim: int = 768,
-                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, out_channels: int = 1,
-                 decoder_filters: int = 32, kernel_size: int = 9, skip_blocks: Optional[List[int]] = None,
-                 decoder_norm: str = "bn", decoder_activation: str = "relu"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        crop_size: int = 1024,
+        token_size: int = 32,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        out_channels: int = 1,
+        decoder_filters: int = 32,
+        kernel_size: int = 9,
+        skip_blocks: Optional[List[int]] = None,
+        decoder_norm: str = "bn",
+        decoder_activation: str = "relu",
+    ):
         super().__init__()
         levels = token_size.bit_length() - 1
         if skip_blocks is None:
@@ -147,8 +176,16 @@ class UNETR2D(nn.Module):
         self.token_size = token_size
         self.skip_blocks: List[int] = list(skip_blocks)
         self.encoder = ViTEncoder(in_channels, crop_size, token_size, embed_dim, depth, num_heads, mlp_ratio)
-        self.decoder = UNETRDecoder(in_channels, embed_dim, levels, out_channels, decoder_filters, kernel_size,
-                                    decoder_norm, decoder_activation)
+        self.decoder = UNETRDecoder(
+            in_channels,
+            embed_dim,
+            levels,
+            out_channels,
+            decoder_filters,
+            kernel_size,
+            decoder_norm,
+            decoder_activation,
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         rows, cols = image.shape[-2] // self.token_size, image.shape[-1] // self.token_size

@@ -22,7 +22,11 @@ ENCODER_KEYS = ("patch_embed.", "cls_token", "pos_embed", "blocks.")
 
 
 def is_biapy_checkpoint(checkpoint: dict[str, Any]) -> bool:
-    return isinstance(checkpoint, dict) and "model" in checkpoint and ("cfg" in checkpoint or "biapy_version" in checkpoint)
+    return (
+        isinstance(checkpoint, dict)
+        and "model" in checkpoint
+        and ("cfg" in checkpoint or "biapy_version" in checkpoint)
+    )
 
 
 def _biapy_decoder_norm(state: dict[str, torch.Tensor]) -> str:

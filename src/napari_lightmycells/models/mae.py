@@ -118,7 +118,9 @@ class MAE2D(nn.Module):
         return mask
 
     # -- forward -------------------------------------------------------------------------------
-    def forward_encoder(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def forward_encoder(
+        self, images: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
         cls, tokens, grid = self.encoder.embed(images)
         keep = (mask == 0).nonzero(as_tuple=False)[:, 1].reshape(mask.shape[0], -1)
         visible = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
@@ -127,7 +129,9 @@ class MAE2D(nn.Module):
             x = block(x)
         return self.norm(x), grid
 
-    def forward_decoder(self, latent: torch.Tensor, mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def forward_decoder(
+        self, latent: torch.Tensor, mask: torch.Tensor, grid: tuple[int, int]
+    ) -> torch.Tensor:
         x = self.decoder_embed(latent)
         b, n = mask.shape
         full = self.mask_token.to(x.dtype).expand(b, n, -1).clone()

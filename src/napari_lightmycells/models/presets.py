@@ -16,7 +16,9 @@ UNETR_PRESETS: dict[str, UNETRConfig] = {
     # Franco-Barranco et al. 2024: skips from blocks 3, 6, 9, 12; 32 filters doubling; 9x9 kernels; BatchNorm in the
     # decoder (BiaPy 3.4.3, which trained the paper's models: MODEL.BATCH_NORMALIZATION = True). Every preset keeps
     # that default: in eval mode BatchNorm is a fixed affine map, so each tile is normalised alike (no seams).
-    "unetr_paper": UNETRConfig(encoder=PAPER_ENCODER, decoder_filters=32, kernel_size=9, skip_blocks=(3, 6, 9, 12)),
+    "unetr_paper": UNETRConfig(
+        encoder=PAPER_ENCODER, decoder_filters=32, kernel_size=9, skip_blocks=(3, 6, 9, 12)
+    ),
     # Their best tubulin model: 16 filters, 7x7 kernels.
     "unetr_paper_tubulin": UNETRConfig(
         encoder=PAPER_ENCODER, decoder_filters=16, kernel_size=7, skip_blocks=(3, 6, 9, 12)
@@ -28,8 +30,12 @@ UNETR_PRESETS: dict[str, UNETRConfig] = {
 }
 
 MAE_PRESETS: dict[str, MAEConfig] = {
-    "mae_paper": MAEConfig(encoder=PAPER_ENCODER, decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
-    "mae_small": MAEConfig(encoder=SMALL_ENCODER, decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
+    "mae_paper": MAEConfig(
+        encoder=PAPER_ENCODER, decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16
+    ),
+    "mae_small": MAEConfig(
+        encoder=SMALL_ENCODER, decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4
+    ),
     "mae_tiny": MAEConfig(encoder=TINY_ENCODER, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2),
 }
 
@@ -47,7 +53,9 @@ def unetr_config(name: str, **encoder_overrides) -> UNETRConfig:
     if name not in UNETR_PRESETS:
         raise KeyError(f"Unknown UNETR preset {name!r}: choose from {', '.join(UNETR_PRESETS)}")
     config = UNETR_PRESETS[name]
-    return replace(config, encoder=replace(config.encoder, **encoder_overrides)) if encoder_overrides else config
+    return (
+        replace(config, encoder=replace(config.encoder, **encoder_overrides)) if encoder_overrides else config
+    )
 
 
 def mae_config(name: str, **overrides) -> MAEConfig:
@@ -55,4 +63,3 @@ def mae_config(name: str, **overrides) -> MAEConfig:
     if name not in MAE_PRESETS:
         raise KeyError(f"Unknown MAE preset {name!r}: choose from {', '.join(MAE_PRESETS)}")
     return replace(MAE_PRESETS[name], **overrides)
-

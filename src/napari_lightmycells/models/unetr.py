@@ -29,7 +29,9 @@ class UNETRConfig:
     out_channels: int = 1
     decoder_filters: int = 32
     kernel_size: int = 9
-    skip_blocks: tuple[int, ...] | None = None  # 1-based encoder blocks feeding the skips; None = evenly spaced
+    skip_blocks: tuple[int, ...] | None = (
+        None  # 1-based encoder blocks feeding the skips; None = evenly spaced
+    )
     decoder_norm: str = "bn"
     decoder_activation: str = "relu"
 
@@ -47,7 +49,9 @@ class UNETRConfig:
     def validate(self) -> None:
         p = self.encoder.token_size
         if p < 2 or 2**self.levels != p:
-            raise ValueError(f"token_size must be a power of two >= 2 (the decoder doubles per level), got {p}")
+            raise ValueError(
+                f"token_size must be a power of two >= 2 (the decoder doubles per level), got {p}"
+            )
         blocks = self.resolved_skip_blocks()
         if len(blocks) != self.levels - 1 or not all(1 <= b <= self.encoder.depth for b in blocks):
             raise ValueError(

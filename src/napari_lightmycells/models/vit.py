@@ -64,7 +64,9 @@ def pos_embed_for_grid(pos_embed: torch.Tensor, stored: int, grid: tuple[int, in
     """A ``stored``x``stored`` positional embedding (plus class token) resampled bicubically to ``grid``."""
     if grid == (stored, stored):
         return pos_embed
-    return resample_abs_pos_embed(pos_embed, new_size=list(grid), old_size=[stored, stored], num_prefix_tokens=1)
+    return resample_abs_pos_embed(
+        pos_embed, new_size=list(grid), old_size=[stored, stored], num_prefix_tokens=1
+    )
 
 
 class ViTEncoder(nn.Module):
@@ -75,7 +77,9 @@ class ViTEncoder(nn.Module):
     def __init__(self, config: ViTConfig):
         super().__init__()
         if config.crop_size % config.token_size:
-            raise ValueError(f"crop_size {config.crop_size} is not a multiple of token_size {config.token_size}")
+            raise ValueError(
+                f"crop_size {config.crop_size} is not a multiple of token_size {config.token_size}"
+            )
         self.config = config
         self.token_size = config.token_size
         self.patch_embed = PatchEmbed(
@@ -86,7 +90,9 @@ class ViTEncoder(nn.Module):
             strict_img_size=False,
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim))
-        self.pos_embed = nn.Parameter(sincos_pos_embed(config.embed_dim, config.grid_size), requires_grad=False)
+        self.pos_embed = nn.Parameter(
+            sincos_pos_embed(config.embed_dim, config.grid_size), requires_grad=False
+        )
         drop_path = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
         self.blocks = nn.ModuleList(
             Block(config.embed_dim, config.num_heads, config.mlp_ratio, qkv_bias=True, drop_path=dp)

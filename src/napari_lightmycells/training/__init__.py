@@ -11,6 +11,12 @@ from .finetune import finetune
 from .pretrain import pretrain
 
 __all__ = [
-    "PretrainConfig", "TrainConfig", "TrainResult", "config_from_checkpoint", "finetune", "load_config",
-    "pretrain", "save_config",
+    "PretrainConfig",
+    "TrainConfig",
+    "TrainResult",
+    "config_from_checkpoint",
+    "finetune",
+    "load_config",
+    "pretrain",
+    "save_config",
 ]

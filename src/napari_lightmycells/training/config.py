@@ -81,7 +81,9 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"Unknown {cls.__name__} field(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+            raise ConfigError(
+                f"Unknown {cls.__name__} field(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
+            )
         values = dict(data)
         if "betas" in values:
             values["betas"] = tuple(values["betas"])
@@ -103,7 +105,9 @@ class RunConfig:
         known = {f.name for f in fields(AugmentConfig)}
         unknown = sorted(set(self.augment) - known)
         if unknown:
-            raise ConfigError(f"Unknown augment field(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+            raise ConfigError(
+                f"Unknown augment field(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
+            )
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
         return AugmentConfig(**values)
 
@@ -167,7 +171,9 @@ def read_yaml(name_or_path: str | Path) -> dict[str, Any]:
     else:
         preset = resources.files("napari_lightmycells") / "configs" / f"{name_or_path}.yaml"
         if not preset.is_file():
-            raise ConfigError(f"Unknown preset {name_or_path!r}: choose from {', '.join(preset_names())} or give a YAML file.")
+            raise ConfigError(
+                f"Unknown preset {name_or_path!r}: choose from {', '.join(preset_names())} or give a YAML file."
+            )
         text = preset.read_text()
     try:
         data = yaml.safe_load(text) or {}

@@ -147,7 +147,9 @@ class Trainer:
         self.loader, self.sampler = train_loader(
             task.dataset, self.env, config.batch_size, config.workers, config.seed, runtime.pin_memory
         )
-        self.steps_per_epoch = steps_per_epoch(len(task.dataset), self.env, config.batch_size, config.accumulate)
+        self.steps_per_epoch = steps_per_epoch(
+            len(task.dataset), self.env, config.batch_size, config.accumulate
+        )
         if self.steps_per_epoch < 1:
             raise ModelError(
                 f"{len(task.dataset)} training samples over {self.env.world_size} process(es) do not fill one step of "
@@ -181,7 +183,8 @@ class Trainer:
         else:
             logger.warning(
                 "Resuming on %d process(es) a run saved from %d: random streams restart, the run is not bit-exact.",
-                self.env.world_size, len(states),
+                self.env.world_size,
+                len(states),
             )
 
     def save(self, name: str, metrics: dict[str, float], with_state: bool) -> Path | None:
@@ -201,14 +204,22 @@ class Trainer:
                     "rng": rng_states,
                 }
             extra = {
-                "task": self.task.name, "epoch": self.state.epoch, "step": self.state.step,
-                "metrics": metrics, "config": self.config.to_dict(),
+                "task": self.task.name,
+                "epoch": self.state.epoch,
+                "step": self.state.step,
+                "metrics": metrics,
+                "config": self.config.to_dict(),
             }
             path = save_checkpoint(
-                self.output / name, self.model, provenance_extra=extra, training_state=training_state,
+                self.output / name,
+                self.model,
+                provenance_extra=extra,
+                training_state=training_state,
                 **self.task.checkpoint_meta,
             )
-            self.reporter.emit("checkpoint", self.state.step, epoch=self.state.epoch, path=str(path), metrics=metrics)
+            self.reporter.emit(
+                "checkpoint", self.state.step, epoch=self.state.epoch, path=str(path), metrics=metrics
+            )
         distributed.barrier(self.env)
         return path
 
@@ -225,7 +236,9 @@ class Trainer:
         if self.env.is_main:
             save_config(config, self.output / "config.yaml")
         self.reporter.emit(
-            "start", state.step, epoch=state.epoch,
+            "start",
+            state.step,
+            epoch=state.epoch,
             message=f"{self.task.name}: {config.epochs} epochs of {self.steps_per_epoch} steps "
             f"on {self.env.world_size} x {self.runtime.device.type}, from step {state.step}",
         )
@@ -243,7 +256,9 @@ class Trainer:
                 state.step_in_epoch += 1
                 state.epoch_loss_sum += loss
                 self.reporter.emit(
-                    "step", state.step, epoch=state.epoch + 1,
+                    "step",
+                    state.step,
+                    epoch=state.epoch + 1,
                     metrics={"loss": loss, "lr": self.scheduler.get_last_lr()[0]},
                 )
             self._end_epoch(time.perf_counter() - epoch_start)
@@ -321,15 +336,20 @@ class Trainer:
         if self.task.patience is not None and state.bad_validations >= self.task.patience:
             state.early_stopped = True
             self.reporter.emit(
-                "log", state.step, epoch=state.epoch,
+                "log",
+                state.step,
+                epoch=state.epoch,
                 message=f"Early stop: {self.task.monitor} has not improved for {state.bad_validations} "
                 f"validations (best {state.best:.4g} at epoch {state.best_epoch}).",
             )
 
     def _preview_due(self) -> bool:
         every = self.config.preview_every
-        return bool(every) and self.task.preview is not None and self.env.is_main and (
-            self.state.epoch % every == 0 or self.state.epoch == self.config.epochs
+        return (
+            bool(every)
+            and self.task.preview is not None
+            and self.env.is_main
+            and (self.state.epoch % every == 0 or self.state.epoch == self.config.epochs)
         )
 
     def emit_preview(self) -> dict[str, Any]:
@@ -351,20 +371,32 @@ class Trainer:
         metrics = {"train_loss_partial": self.state.epoch_loss_sum / max(self.state.step_in_epoch, 1)}
         path = self.save(LAST, metrics, with_state=True)
         reason = "stop requested" if status == "stopped" else f"max_steps={self.config.max_steps} reached"
-        self.reporter.emit("log", self.state.step, epoch=self.state.epoch,
-                           message=f"{reason}: saved {path or LAST}; resume with --resume.")
+        self.reporter.emit(
+            "log",
+            self.state.step,
+            epoch=self.state.epoch,
+            message=f"{reason}: saved {path or LAST}; resume with --resume.",
+        )
         return self._finish(status)
 
     def _finish(self, status: str) -> TrainResult:
         best = self.output / BEST
         result = TrainResult(
-            status=status, epoch=self.state.epoch, step=self.state.step, best=self.state.best,
-            best_path=best if best.exists() else None, last_path=self.output / LAST,
+            status=status,
+            epoch=self.state.epoch,
+            step=self.state.step,
+            best=self.state.best,
+            best_path=best if best.exists() else None,
+            last_path=self.output / LAST,
             history=list(self.state.history),
         )
         self.reporter.emit(
-            "done", self.state.step, epoch=self.state.epoch, path=str(result.best_path or result.last_path),
-            metrics={self.task.monitor: self.state.best}, message=f"{self.task.name} {status}",
+            "done",
+            self.state.step,
+            epoch=self.state.epoch,
+            path=str(result.best_path or result.last_path),
+            metrics={self.task.monitor: self.state.best},
+            message=f"{self.task.name} {status}",
         )
         return result
 

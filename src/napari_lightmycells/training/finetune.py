@@ -32,7 +32,9 @@ PredictFn = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs -> a bat
 
 
 def finetune(
-    config: TrainConfig, callbacks: Iterable[Callback] | None = None, stop: StopToken | None = None,
+    config: TrainConfig,
+    callbacks: Iterable[Callback] | None = None,
+    stop: StopToken | None = None,
     overwrite: bool = False,
 ) -> TrainResult:
     """Train (or resume, with ``config.resume``) a UNETR for ``config.organelle``; an output folder holding
@@ -71,7 +73,11 @@ def paired_datasets(config: TrainConfig) -> tuple[Dataset, Dataset | None]:
         raise ConfigError("No study folder given: set `data` in the config or pass --data.")
     study = discover_study(config.data, organelle=config.organelle, modality=config.modality)
     train_cases, val_cases = split_cases(study.cases, config.val_fraction, config.seed)
-    common = {"organelle": config.organelle, "crop_size": config.crop_size, "normalization": config.normalization}
+    common = {
+        "organelle": config.organelle,
+        "crop_size": config.crop_size,
+        "normalization": config.normalization,
+    }
     train = PairedDataset(
         train_cases, mode="train", focus=config.focus, samples_per_case=config.samples_per_case, **common
     )
@@ -104,7 +110,11 @@ def finetune_task(
             with torch.no_grad(), runtime.autocast():
                 return evaluate_predictions(net, loader, runtime, config.loss)
 
-    modality = (config.modality,) if config.modality else tuple(sorted({c.modality for c in train_set.cases if c.modality}))
+    modality = (
+        (config.modality,)
+        if config.modality
+        else tuple(sorted({c.modality for c in train_set.cases if c.modality}))
+    )
     return Task(
         name="train",
         model=model,
@@ -116,11 +126,17 @@ def finetune_task(
         val_every=config.val_every,
         monitor="val_loss" if val_set is not None else "train_loss",
         patience=config.patience,
-        checkpoint_meta={"organelle": train_set.organelle, "modality": modality, "normalization": config.normalization},
+        checkpoint_meta={
+            "organelle": train_set.organelle,
+            "modality": modality,
+            "normalization": config.normalization,
+        },
     )
 
 
-def evaluate_predictions(predict: PredictFn, loader: DataLoader, runtime: Runtime, loss: str = "mse") -> dict[str, float]:
+def evaluate_predictions(
+    predict: PredictFn, loader: DataLoader, runtime: Runtime, loss: str = "mse"
+) -> dict[str, float]:
     """Mean loss and PSNR (z-score space), SSIM (percentile-normalised, as the challenge) and Pearson
     of ``predict`` over every sample of ``loader`` (summed over processes)."""
     sums = torch.zeros(5, dtype=torch.float64)
@@ -128,17 +144,22 @@ def evaluate_predictions(predict: PredictFn, loader: DataLoader, runtime: Runtim
         image, target = runtime.to_device(image), runtime.to_device(target)
         pred, target = predict(image).float(), target.float()
         error = (pred - target).abs() if loss == "l1" else (pred - target).square()
-        per_sample = torch.stack([
-            error.flatten(1).mean(1).double(),
-            batch_psnr(pred, target),
-            batch_ssim(batch_percentile_normalize(pred), batch_percentile_normalize(target)),
-            batch_pearson(pred, target),
-        ])
+        per_sample = torch.stack(
+            [
+                error.flatten(1).mean(1).double(),
+                batch_psnr(pred, target),
+                batch_ssim(batch_percentile_normalize(pred), batch_percentile_normalize(target)),
+                batch_pearson(pred, target),
+            ]
+        )
         sums[:4] += per_sample.sum(1).cpu()
         sums[4] += image.shape[0]
     sums = distributed.all_reduce_sum(sums, runtime.env, runtime.device)
     n = max(float(sums[4]), 1.0)
-    return {name: float(value) / n for name, value in zip(("val_loss", "val_psnr", "val_ssim", "val_pearson"), sums)}
+    return {
+        name: float(value) / n
+        for name, value in zip(("val_loss", "val_psnr", "val_ssim", "val_pearson"), sums)
+    }
 
 
 def baseline_metrics(val_set: Dataset, runtime: Runtime, batch_size: int = 8) -> dict[str, dict[str, float]]:

@@ -70,7 +70,9 @@ def train_loader(
     return loader, sampler
 
 
-def eval_loader(dataset: Dataset, env: DistEnv, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
+def eval_loader(
+    dataset: Dataset, env: DistEnv, batch_size: int, workers: int, pin_memory: bool
+) -> DataLoader:
     """Every ``world_size``-th item from ``rank`` (no padding, so sums over processes count each item once)."""
     shard = torch.utils.data.Subset(dataset, list(range(env.rank, len(dataset), env.world_size)))
     return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory)

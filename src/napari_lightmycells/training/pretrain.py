@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 
 
 def pretrain(
-    config: PretrainConfig, callbacks: Iterable[Callback] | None = None, stop: StopToken | None = None,
+    config: PretrainConfig,
+    callbacks: Iterable[Callback] | None = None,
+    stop: StopToken | None = None,
     overwrite: bool = False,
 ) -> TrainResult:
     """Pretrain (or resume, with ``config.resume``) an MAE; its checkpoints initialise UNETR encoders. An
@@ -57,7 +59,9 @@ def unlabelled_dataset(config: PretrainConfig) -> tuple[Dataset, tuple[str, ...]
         raise ConfigError("No image folder given: set `data` in the config or pass --data.")
     study = discover_study(config.data)
     dataset = UnlabelledDataset(
-        study.cases, crop_size=config.crop_size, normalization=config.normalization,
+        study.cases,
+        crop_size=config.crop_size,
+        normalization=config.normalization,
         samples_per_plane=config.samples_per_plane,
     )
     return dataset, tuple(study.modalities())

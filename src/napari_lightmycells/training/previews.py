@@ -18,9 +18,9 @@ def save_previews(images: dict[str, np.ndarray], folder: str | Path, epoch: int)
     folder.mkdir(parents=True, exist_ok=True)
     planes = [np.asarray(image, dtype=np.float32) for image in images.values()]
     stem = folder / f"epoch_{epoch:04d}"
-    tifffile.imwrite(stem.with_suffix(".tif"), np.stack(planes), photometric="minisblack", metadata={"names": list(images)})
+    tifffile.imwrite(
+        stem.with_suffix(".tif"), np.stack(planes), photometric="minisblack", metadata={"names": list(images)}
+    )
     montage = np.concatenate([to_uint8(plane) for plane in planes], axis=-1)
     iio.imwrite(stem.with_suffix(".png"), montage)
     return [stem.with_suffix(".tif"), stem.with_suffix(".png")]
-
-

@@ -27,8 +27,9 @@ def earlier_run_entries(folder: str | os.PathLike, data: str | os.PathLike | Non
     if not folder.is_dir():
         return []
     own = Path(data).resolve() if data else None
-    return sorted(entry for entry in folder.iterdir()
-                  if entry.resolve() != own and not entry.name.endswith(TMP_SUFFIX))
+    return sorted(
+        entry for entry in folder.iterdir() if entry.resolve() != own and not entry.name.endswith(TMP_SUFFIX)
+    )
 
 
 def prepare_run_folder(config: RunConfig, overwrite: bool = False) -> Path:
@@ -52,7 +53,9 @@ def prepare_run_folder(config: RunConfig, overwrite: bool = False) -> Path:
     ensure_writable_folder(output, "Run folder")
     stale = remove_stale_temporaries(output, RUN_FILES)
     if stale:
-        logger.info("Removed %d temporary file(s) left by an interrupted checkpoint write in %s.", len(stale), output)
+        logger.info(
+            "Removed %d temporary file(s) left by an interrupted checkpoint write in %s.", len(stale), output
+        )
     return output
 
 

@@ -45,7 +45,9 @@ class TrainingPlot(FigureCanvasQTAgg):
     def _line(self, name: str) -> Line2D:
         if name not in self._lines:
             axis = self.psnr_axis if name.endswith("psnr") else self.loss_axis
-            (self._lines[name],) = axis.plot([], [], STYLES.get(name.split("_")[0], ":"), marker=".", label=name)
+            (self._lines[name],) = axis.plot(
+                [], [], STYLES.get(name.split("_")[0], ":"), marker=".", label=name
+            )
             axis.legend(fontsize=6)
         return self._lines[name]
 

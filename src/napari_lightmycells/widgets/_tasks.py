@@ -15,7 +15,9 @@ from ..errors import LightMyCellsError
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_MEMORY_HINT = "Lower the tile size, predict one plane instead of all planes, or close other programs."
+PREDICTION_MEMORY_HINT = (
+    "Lower the tile size, predict one plane instead of all planes, or close other programs."
+)
 
 
 def start_worker(

@@ -49,8 +49,11 @@ PREVIEW_KEY = "training_preview"  # layer metadata: epoch of a preview layer
 
 def image_layers(viewer: napari.Viewer) -> list[tuple[str, Image]]:
     """Image layers that can be training data (not the training previews)."""
-    return [(layer.name, layer) for layer in viewer.layers
-            if isinstance(layer, Image) and PREVIEW_KEY not in layer.metadata]
+    return [
+        (layer.name, layer)
+        for layer in viewer.layers
+        if isinstance(layer, Image) and PREVIEW_KEY not in layer.metadata
+    ]
 
 
 def format_eta(seconds: float) -> str:
@@ -92,12 +95,27 @@ class TrainingWidget(Container):
         self.preview_every = SpinBox(label="preview every (epochs)", min=0, max=1000, value=1)
         self.workers = SpinBox(label="loader workers", min=0, max=32, value=2)
         self.device = ComboBox(label="device", choices=DEVICE_CHOICES)
-        self.output = FileEdit(label="output folder", mode="d", value=Path.home() / "lightmycells" / self.task)
-        self.resume = CheckBox(text="resume from output/last.pt", tooltip="Continue the stopped run in the output folder")
-        self.settings = Container(widgets=[
-            *specific, self.epochs, self.batch_size, self.crop_size, self.lr, self.seed,
-            self.preview_every, self.workers, self.device, self.output, self.resume,
-        ])
+        self.output = FileEdit(
+            label="output folder", mode="d", value=Path.home() / "lightmycells" / self.task
+        )
+        self.resume = CheckBox(
+            text="resume from output/last.pt", tooltip="Continue the stopped run in the output folder"
+        )
+        self.settings = Container(
+            widgets=[
+                *specific,
+                self.epochs,
+                self.batch_size,
+                self.crop_size,
+                self.lr,
+                self.seed,
+                self.preview_every,
+                self.workers,
+                self.device,
+                self.output,
+                self.resume,
+            ]
+        )
         self.settings.margins = (0, 0, 0, 0)
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop", enabled=False)
@@ -127,9 +145,15 @@ class TrainingWidget(Container):
     # ---- run control -------------------------------------------------------------------------------
     def common_settings(self) -> dict:
         return {
-            "output": str(self.output.value), "epochs": self.epochs.value, "batch_size": self.batch_size.value,
-            "crop_size": self.crop_size.value, "lr": self.lr.value, "seed": self.seed.value,
-            "preview_every": self.preview_every.value, "workers": self.workers.value, "device": self.device.value,
+            "output": str(self.output.value),
+            "epochs": self.epochs.value,
+            "batch_size": self.batch_size.value,
+            "crop_size": self.crop_size.value,
+            "lr": self.lr.value,
+            "seed": self.seed.value,
+            "preview_every": self.preview_every.value,
+            "workers": self.workers.value,
+            "device": self.device.value,
         }
 
     def config(self) -> RunConfig:
@@ -146,7 +170,9 @@ class TrainingWidget(Container):
         free = next_free_folder(folder)
         if free != folder:
             self.output.value = free
-            show_info(f"{folder} holds an earlier run; this run goes to {free} (tick resume to continue the earlier one).")
+            show_info(
+                f"{folder} holds an earlier run; this run goes to {free} (tick resume to continue the earlier one)."
+            )
 
     def start(self) -> None:
         """Start a run in the background (input errors become notifications)."""
@@ -202,7 +228,9 @@ class TrainingWidget(Container):
         eta = f" · ~{format_eta(event.eta_s)} left" if event.eta_s is not None else ""
         loss = event.metrics.get("loss")
         loss_text = f" · loss {loss:.4g}" if loss is not None else ""
-        self.status.value = f"epoch {event.epoch}/{self.epochs.value} · step {event.step}/{event.total}{loss_text}{eta}"
+        self.status.value = (
+            f"epoch {event.epoch}/{self.epochs.value} · step {event.step}/{event.total}{loss_text}{eta}"
+        )
 
     def show_previews(self, images: dict[str, np.ndarray], epoch: int | None) -> None:
         """Show each preview image as a layer ``<Action> preview: <name>``, side by side to the right of the
@@ -215,7 +243,9 @@ class TrainingWidget(Container):
                 layer.data = image
                 layer.reset_contrast_limits()
             else:
-                layer = self.viewer.add_image(image, name=layer_name, colormap="gray", metadata={PREVIEW_KEY: epoch})
+                layer = self.viewer.add_image(
+                    image, name=layer_name, colormap="gray", metadata={PREVIEW_KEY: epoch}
+                )
             layer.translate = (0.0,) * (image.ndim - 1) + (x,)
             layer.metadata[PREVIEW_KEY] = epoch
             x += image.shape[-1] + PREVIEW_GAP_PX
@@ -223,7 +253,10 @@ class TrainingWidget(Container):
     def _preview_origin(self) -> float:
         """World x where previews start: right of every non-preview layer, plus a gap."""
         data = [layer for layer in self.viewer.layers if PREVIEW_KEY not in layer.metadata]
-        return max((float(layer.extent.world[1][-1]) for layer in data), default=-PREVIEW_GAP_PX) + PREVIEW_GAP_PX
+        return (
+            max((float(layer.extent.world[1][-1]) for layer in data), default=-PREVIEW_GAP_PX)
+            + PREVIEW_GAP_PX
+        )
 
     def _finish(self) -> None:
         job, self.job = self.job, None
@@ -242,5 +275,3 @@ class TrainingWidget(Container):
     def _set_running(self, running: bool) -> None:
         self.settings.enabled = not running
         self.start_button.enabled, self.stop_button.enabled = not running, running
-
-

@@ -33,7 +33,8 @@ def export_jobs(target: Path, checkpoints: dict[str, Path]) -> list[tuple[Path, 
     if len(checkpoints) == 1:
         return [(next(iter(checkpoints.values())), target)]
     return [
-        (checkpoint, target.with_name(f"{target.stem}_{organelle}.zip")) for organelle, checkpoint in checkpoints.items()
+        (checkpoint, target.with_name(f"{target.stem}_{organelle}.zip"))
+        for organelle, checkpoint in checkpoints.items()
     ]
 
 
@@ -44,7 +45,10 @@ class ExportPanel(Container):
         self.checkpoints = checkpoints
         self.show_status = show_status
         self.path = FileEdit(
-            label="export to", mode="w", filter="*.zip", nullable=True,
+            label="export to",
+            mode="w",
+            filter="*.zip",
+            nullable=True,
             tooltip="bioimage.io package (.zip) for the ticked organelle's model; several: one file each",
         )
         self.button = PushButton(text="Export to bioimage.io")

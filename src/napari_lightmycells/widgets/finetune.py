@@ -43,7 +43,9 @@ class PairRow(Container):
     """One training pair: a transmitted-light layer and the fluorescence layer it should predict."""
 
     def __init__(self, viewer: napari.Viewer):
-        self.input = ComboBox(label="input", choices=lambda _: image_layers(viewer), tooltip="Transmitted light")
+        self.input = ComboBox(
+            label="input", choices=lambda _: image_layers(viewer), tooltip="Transmitted light"
+        )
         self.target = ComboBox(label="target", choices=lambda _: image_layers(viewer), tooltip="Fluorescence")
         super().__init__(widgets=[self.input, self.target], layout="horizontal", labels=False)
         self.margins = (0, 0, 0, 0)
@@ -65,17 +67,38 @@ class FinetuneWidget(TrainingWidget):
         self.organelle = ComboBox(label="organelle", choices=ORGANELLES)
         self.model = ComboBox(label="model preset", choices=list(UNETR_PRESETS), value="unetr_small")
         self.init = FileEdit(
-            label="start from", mode="r", filter=CHECKPOINT_FILTER, nullable=True,
+            label="start from",
+            mode="r",
+            filter=CHECKPOINT_FILTER,
+            nullable=True,
             tooltip="Pretrained UNETR or MAE checkpoint for the encoder; empty: train from scratch",
         )
         self.augment = CheckBox(text="augmentation", value=True)
         self.val_fraction = FloatSpinBox(label="validation fraction", min=0.0, max=0.9, step=0.05, value=0.1)
-        self.samples = SpinBox(label="patches per image", min=1, max=10_000, value=8,
-                               tooltip="Random training patches drawn from each image in an epoch")
-        super().__init__(napari_viewer, [
-            self.source, self.pairs, pair_buttons, self.modality, self.folder, self.organelle, self.model,
-            self.init, self.augment, self.val_fraction, self.samples,
-        ], mode)
+        self.samples = SpinBox(
+            label="patches per image",
+            min=1,
+            max=10_000,
+            value=8,
+            tooltip="Random training patches drawn from each image in an epoch",
+        )
+        super().__init__(
+            napari_viewer,
+            [
+                self.source,
+                self.pairs,
+                pair_buttons,
+                self.modality,
+                self.folder,
+                self.organelle,
+                self.model,
+                self.init,
+                self.augment,
+                self.val_fraction,
+                self.samples,
+            ],
+            mode,
+        )
         self._layer_widgets = [self.pairs, pair_buttons, self.modality]
         self.source.changed.connect(self._on_source_changed)
         self.add_pair.clicked.connect(lambda: self.pairs.append(PairRow(self.viewer)))
@@ -100,29 +123,40 @@ class FinetuneWidget(TrainingWidget):
     def make_config(self) -> TrainConfig:
         data = self.write_layer_study() if self.source.value == LAYERS else self._study_folder()
         return TrainConfig(
-            data=str(data), organelle=self.organelle.value, model=self.model.value,
+            data=str(data),
+            organelle=self.organelle.value,
+            model=self.model.value,
             init_encoder=str(self.init.value) if self.init.value else None,
-            augment={"enabled": self.augment.value}, val_fraction=self.val_fraction.value,
-            samples_per_case=self.samples.value, patience=None, **self.common_settings(),
+            augment={"enabled": self.augment.value},
+            val_fraction=self.val_fraction.value,
+            samples_per_case=self.samples.value,
+            patience=None,
+            **self.common_settings(),
         ).replace()
 
     def _study_folder(self) -> Path:
         folder = self.folder.value
         if folder is None or not Path(folder).is_dir():
-            raise DataError("No study folder chosen: pick a folder in the LightMyCells or inputs/targets layout.")
+            raise DataError(
+                "No study folder chosen: pick a folder in the LightMyCells or inputs/targets layout."
+            )
         return Path(folder)
 
     def write_layer_study(self) -> Path:
         """Write the layer pairs as ``<output>/layers_study`` (``inputs/`` + ``targets/<organelle>/``)."""
-        pairs = [(plain_layer_data(row.input.value, "input"), plain_layer_data(row.target.value, "target"))
-                 for row in self.pairs]
+        pairs = [
+            (plain_layer_data(row.input.value, "input"), plain_layer_data(row.target.value, "target"))
+            for row in self.pairs
+        ]
         for index, (image, target) in enumerate(pairs, 1):
             if target.ndim == 3 and target.shape[0] == 1:
                 pairs[index - 1] = (image, target[0])
             elif target.ndim != 2:
                 raise DataError(f"Target of pair {index} must be a 2D image, got shape {target.shape}.")
             if image.shape[-2:] != target.shape[-2:]:
-                raise DataError(f"Pair {index}: input {image.shape[-2:]} and target {target.shape} differ in size.")
+                raise DataError(
+                    f"Pair {index}: input {image.shape[-2:]} and target {target.shape} differ in size."
+                )
         root = Path(self.output.value) / LAYERS_STUDY
         shutil.rmtree(root, ignore_errors=True)
         for index, (image, target) in enumerate(pairs, 1):

@@ -59,7 +59,11 @@ def run_prediction(request: PredictRequest, on_event, stop: StopToken) -> Predic
     """Worker body: load the models and predict; ``None`` when stopped."""
     try:
         predictor = Predictor(
-            request.models, request.device, request.tile_size, request.overlap, request.batch_size,
+            request.models,
+            request.device,
+            request.tile_size,
+            request.overlap,
+            request.batch_size,
             precision=request.precision,
         )
         for message in predictor.warnings:  # shown as notifications by the worker
@@ -91,7 +95,9 @@ class ModelRow(Container):
             choices=[CHECKPOINT_FILE, *self.public], tooltip=f"Model predicting {organelle}"
         )
         self.file = FileEdit(
-            mode="r", filter=CHECKPOINT_FILTER, nullable=True,
+            mode="r",
+            filter=CHECKPOINT_FILTER,
+            nullable=True,
             tooltip="Checkpoint (.pt/.pth, ours or BiaPy's) or bioimage.io package (.zip)",
         )
         super().__init__(widgets=[self.selected, self.source, self.file], layout="horizontal", labels=False)
@@ -116,7 +122,8 @@ class PredictWidget(Container):
         self.device = ComboBox(label="device", choices=DEVICE_CHOICES)
         self.device_info = Label(label="", value=f"torch sees: {', '.join(available_devices())}")
         self.precision = ComboBox(
-            label="precision", choices=PRECISIONS,
+            label="precision",
+            choices=PRECISIONS,
             tooltip="auto: bf16 on CUDA, fp32 elsewhere. bf16 is ~1.9x faster on CPUs with AVX512-BF16/AMX.",
         )
         self.tile_size = SpinBox(label="tile size (px)", min=32, max=8192, step=32, value=1024)

@@ -38,7 +38,9 @@ class PretrainWidget(TrainingWidget):
         self.modality = ComboBox(label="modality", choices=MODALITIES, tooltip="Modality of the image layers")
         self.folder = FileEdit(label="study folder", mode="d", visible=False)
         self.model = ComboBox(label="MAE preset", choices=list(MAE_PRESETS), value="mae_small")
-        super().__init__(napari_viewer, [self.source, self.layers, self.modality, self.folder, self.model], mode)
+        super().__init__(
+            napari_viewer, [self.source, self.layers, self.modality, self.folder, self.model], mode
+        )
         self.source.changed.connect(self._on_source_changed)
         napari_viewer.layers.events.inserted.connect(self.layers.reset_choices)
         napari_viewer.layers.events.removed.connect(self.layers.reset_choices)
@@ -54,7 +56,9 @@ class PretrainWidget(TrainingWidget):
     def _study_folder(self) -> Path:
         folder = self.folder.value
         if folder is None or not Path(folder).is_dir():
-            raise DataError("No study folder chosen: pick a folder of transmitted-light images (inputs/ or LightMyCells).")
+            raise DataError(
+                "No study folder chosen: pick a folder of transmitted-light images (inputs/ or LightMyCells)."
+            )
         return Path(folder)
 
     def write_layer_study(self) -> Path:
