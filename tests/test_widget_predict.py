@@ -71,8 +71,9 @@ def test_cancel_stops_the_worker(viewer_and_widget, tiny_checkpoint, qtbot):
     qtbot.waitUntil(lambda: "tile" in widget.status.value, timeout=TIMEOUT_MS)  # some of ~1400 tiles done
     widget.cancel_button.clicked()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=5_000)
-    assert widget.status.value == "Cancelled"
-    assert "big Nucleus" not in viewer.layers
+    assert widget.status.value == "Cancelled (finished tiles kept)"
+    kept = viewer.layers["big Nucleus"].data  # the finished tiles stay on screen
+    assert 0 < np.count_nonzero(kept) < kept.size
     assert widget.predict_button.enabled and not widget.cancel_button.enabled
 
 
@@ -194,3 +195,51 @@ def test_fp16_on_cpu_is_refused_with_a_notification(viewer_and_widget, tiny_chec
     predict(qtbot, widget)
     assert any("fp16 needs a CUDA GPU" in n.message for n in notifications)
     assert f"{STACK} Nucleus" not in viewer.layers
+
+
+def test_output_layer_fills_from_the_view_centre_and_cancel_keeps_it(
+    viewer_and_widget, tiny_checkpoint, qtbot
+):
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.random.default_rng(1).random((1024, 1024), np.float32), name="cells")
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+    viewer.scene.camera.center = (0, 1000, 1000)  # looking at the bottom-right corner
+    widget.start()
+    layer = viewer.layers["cells Nucleus"]  # there at once, before any tile is done
+    assert not layer.data.any()
+    qtbot.waitUntil(lambda: layer.data.any(), timeout=TIMEOUT_MS)
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=5_000)
+    assert layer.data[-32:, -32:].all() and not layer.data[:64, :64].any()  # the view's tiles came first
+
+
+def test_multiscale_and_dask_layers_predict_like_numpy(viewer_and_widget, tiny_checkpoint, qtbot):
+    da = pytest.importorskip("dask.array")
+    viewer, widget = viewer_and_widget
+    image = np.random.default_rng(2).random((200, 180), np.float32)
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+    results = {}
+    for name, data, multiscale in [
+        ("plain", image, False),
+        ("pyramid", [image, image[::2, ::2]], True),
+        ("lazy", da.from_array(image, chunks=64), False),
+    ]:
+        widget.image.value = viewer.add_image(data, name=name, multiscale=multiscale)
+        predict(qtbot, widget)
+        results[name] = np.asarray(viewer.layers[f"{name} Nucleus"].data)
+    assert results["plain"].shape == image.shape and results["plain"].any()
+    np.testing.assert_allclose(results["pyramid"], results["plain"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(results["lazy"], results["plain"], rtol=1e-5, atol=1e-5)
+
+
+def test_models_stay_loaded_between_predictions_until_released(viewer_and_widget, tiny_checkpoint, qtbot):
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.random.default_rng(3).random((64, 64), np.float32), name="cells")
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+    predict(qtbot, widget)
+    loaded = widget.models.load(tiny_checkpoint, "cpu", "auto")
+    predict(qtbot, widget)
+    assert len(widget.models) == 1  # reused, not reloaded
+    assert widget.models.load(tiny_checkpoint, "cpu", "auto") is loaded
+    widget.release_button.clicked()
+    assert len(widget.models) == 0 and widget.status.value == "Released 1 model(s)"

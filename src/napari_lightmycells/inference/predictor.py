@@ -127,9 +127,7 @@ class Predictor:
         say which part of which output is done. Checks ``stop`` between batches; the finished tiles stay
         in ``out``.
         """
-        levels = image if isinstance(image, (list, tuple)) else [image]
-        image = validate_image(levels[0])
-        samples = coarsest_sample(levels) if len(levels) > 1 or is_lazy(image) else image
+        image, samples = validate_levels(image)
         indices = select_planes(image, plane, samples)
         stacked = image.ndim == 3 and plane == "all"
         shape = image.shape[-2:]
@@ -370,6 +368,22 @@ def validate_image(image):
     if image.min() == image.max():
         raise DataError("The image is constant (no intensity variation); there is nothing to predict from.")
     return image
+
+
+def validate_levels(image) -> tuple[object, np.ndarray]:
+    """``(full-resolution image, sample)`` of a numpy, lazy or multiscale image, checked by
+    :func:`validate_image`; the sample (all of a numpy image) gives statistics and focus."""
+    levels = image if isinstance(image, (list, tuple)) else [image]
+    image = validate_image(levels[0])
+    return image, coarsest_sample(levels) if len(levels) > 1 or is_lazy(image) else image
+
+
+def resolve_plane(image, plane: PlaneChoice) -> PlaneChoice:
+    """``plane`` with ``"best"`` replaced by the index of the least blurry plane of a stack."""
+    if plane != "best":
+        return plane
+    image, samples = validate_levels(image)
+    return plane if image.ndim == 2 else select_planes(image, plane, samples)[0]
 
 
 def select_planes(image, plane: PlaneChoice, samples=None) -> list[int | None]:

@@ -1,12 +1,17 @@
 """The Predict widget: organelle predictions for an image layer, computed in a background thread.
 
+The output layers appear at once and fill tile by tile (tiles in the field of view first, display
+refreshed at most every :data:`REFRESH_S`); Cancel keeps the finished tiles. Image layers may be numpy,
+lazy (dask, zarr: read tile by tile) or multiscale (the full-resolution level is predicted). Loaded
+models are kept between clicks (:class:`..inference.cache.ModelCache`) until released or the dock closes.
 Public-model downloads live in :mod:`.downloads`, the bioimage.io export in :mod:`.export`.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -20,12 +25,12 @@ from napari.utils.notifications import show_info, show_warning
 from superqt.utils import ensure_main_thread
 
 from ..constants import CHALLENGE_PERCENTILES, MODALITIES, ORGANELLE_COLORMAPS
-from ..data.focus import best_focus_index
 from ..devices import DEVICE_CHOICES, PRECISIONS, available_devices
 from ..errors import DataError, ModelError, StopRequested
 from ..events import ProgressEvent, StopToken
 from ..hub import ModelEntry
-from ..inference.predictor import Predictor
+from ..inference.cache import ModelCache
+from ..inference.predictor import Predictor, resolve_plane
 from ._tasks import notify_error, start_worker, unless_closed
 from .downloads import ModelDownloads, public_models
 from .export import ExportPanel
@@ -33,13 +38,14 @@ from .export import ExportPanel
 CHECKPOINT_FILE = "checkpoint file…"
 PLANE_MODES = ("best focus", "plane index", "all planes")
 CHECKPOINT_FILTER = "*.pt *.pth *.ckpt *.zip"  # checkpoints and bioimage.io packages
+REFRESH_S = 0.25  # the output layers are redrawn at most this often while tiles arrive
 
 
 @dataclass
 class PredictRequest:
     """Everything the worker needs, captured in the main thread."""
 
-    image: np.ndarray
+    image: object  # numpy or lazy array, or a list of multiscale levels
     models: dict[str, Path]  # organelle -> checkpoint
     plane: str | int  # "best", "all" or a plane index
     device: str
@@ -47,35 +53,30 @@ class PredictRequest:
     overlap: float
     batch_size: int
     precision: str = "auto"
+    out: dict[str, np.ndarray] = field(default_factory=dict)  # organelle -> array the layer shows
+    focus: tuple[float, float] | None = None  # image point at the centre of the view
+    cache: ModelCache | None = None
 
 
-@dataclass
-class PredictResult:
-    predictions: dict[str, np.ndarray]
-    plane: int | None  # the stack plane predicted from (None: 2D input or all planes)
-
-
-def run_prediction(request: PredictRequest, on_event, stop: StopToken) -> PredictResult | None:
-    """Worker body: load the models and predict; ``None`` when stopped."""
-    try:
-        predictor = Predictor(
-            request.models,
-            request.device,
-            request.tile_size,
-            request.overlap,
-            request.batch_size,
-            precision=request.precision,
-        )
-        for message in predictor.warnings:  # shown as notifications by the worker
-            warnings.warn(message, stacklevel=1)
-        stop.check()
-        plane = request.plane
-        if plane == "best" and request.image.ndim == 3:
-            plane = best_focus_index(request.image)
-        predictions = predictor.predict(request.image, plane=plane, callbacks=[on_event], stop=stop)
-    except StopRequested:
-        return None
-    return PredictResult(predictions, plane if request.image.ndim == 3 and plane != "all" else None)
+def run_prediction(request: PredictRequest, on_event, stop: StopToken) -> int | None:
+    """Worker body: load the models and predict into ``request.out``; returns the stack plane predicted
+    from (``None``: 2D image or all planes). Raises :class:`StopRequested` when stopped."""
+    predictor = Predictor(
+        request.models,
+        request.device,
+        request.tile_size,
+        request.overlap,
+        request.batch_size,
+        precision=request.precision,
+        cache=request.cache,
+    )
+    for message in predictor.warnings:  # shown as notifications by the worker
+        warnings.warn(message, stacklevel=1)
+    stop.check()
+    plane = resolve_plane(request.image, request.plane)
+    predictor.predict(request.image, plane, [on_event], stop, out=request.out, focus=request.focus)
+    full_resolution = request.image[0] if isinstance(request.image, list) else request.image
+    return plane if full_resolution.ndim == 3 and isinstance(plane, int) else None
 
 
 def display_range(data: np.ndarray) -> tuple[float, float] | None:
@@ -133,6 +134,9 @@ class PredictWidget(Container):
         self.batch_size = SpinBox(label="tiles per batch", min=1, max=256, value=1)
         self.predict_button = PushButton(text="Predict")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.release_button = PushButton(
+            text="Release models", tooltip="Free the memory of the models kept loaded between predictions"
+        )
         self.status = Label(label="", value="")
         self.downloads = ModelDownloads(self._show_status)
         self.exporter = ExportPanel(self._selected_checkpoints, self._show_status)
@@ -140,7 +144,9 @@ class PredictWidget(Container):
         organelles = Container(label="organelles", widgets=list(self.rows.values()), labels=False)
         organelles.margins = (0, 0, 0, 0)
         buttons = Container(
-            widgets=[self.predict_button, self.cancel_button], layout="horizontal", labels=False
+            widgets=[self.predict_button, self.cancel_button, self.release_button],
+            layout="horizontal",
+            labels=False,
         )
         super().__init__(
             widgets=[
@@ -164,7 +170,12 @@ class PredictWidget(Container):
         self._stop: StopToken | None = None
         self._progress: progress | None = None
         self._source: Image | None = None
+        self._layers: dict[str, Image] = {}  # organelle -> output layer being filled
+        self._blank: set[str] = set()  # organelles whose layer has no finished tile yet
+        self._stale: set[str] = set()  # organelles whose layer has tiles not yet drawn
+        self._drawn = 0.0
         self._closed = False
+        self.models = ModelCache()
 
         self.image.changed.connect(self._on_image_changed)
         self.plane.changed.connect(lambda mode: setattr(self.plane_index, "visible", mode == "plane index"))
@@ -172,6 +183,7 @@ class PredictWidget(Container):
             row.source.changed.connect(partial(self._on_source_changed, row))
         self.predict_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
+        self.release_button.clicked.connect(self.release_models)
         self.native.destroyed.connect(self._on_closed)
         self._on_image_changed(self.image.value)
 
@@ -183,6 +195,13 @@ class PredictWidget(Container):
             self._stop.request()
         if self._progress is not None:
             self._progress.close()
+        self.models.clear()
+
+    def release_models(self) -> None:
+        """Free the models kept loaded (a running prediction keeps its own until it ends)."""
+        count = len(self.models)
+        self.models.clear()
+        self.status.value = f"Released {count} model(s)"
 
     def _image_layers(self, _=None) -> list[tuple[str, Image]]:
         return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
@@ -218,6 +237,10 @@ class PredictWidget(Container):
             notify_error(error, "Prediction")
             return
         self._source = self.image.value
+        self._layers = {
+            organelle: self._output_layer(organelle, out) for organelle, out in request.out.items()
+        }
+        self._blank, self._stale, self._drawn = set(self._layers), set(), 0.0
         self._stop = StopToken()
         self._progress = progress(total=0, desc="Loading models")
         self.status.value = "Loading models…"
@@ -245,7 +268,7 @@ class PredictWidget(Container):
             raise DataError("No image layer: open a transmitted-light image (or File > Open Sample) first.")
         if layer.rgb:
             raise DataError(f"{layer.name} is an RGB image; convert it to a single-channel grayscale image.")
-        if layer.multiscale or layer.ndim not in (2, 3):
+        if layer.ndim not in (2, 3):
             raise DataError(
                 f"{layer.name} has {layer.ndim} dimensions; expected a 2D image (YX) or a Z-stack (ZYX). "
                 "Split channels or time points into separate layers."
@@ -254,16 +277,35 @@ class PredictWidget(Container):
         if not rows:
             raise ModelError("No organelle selected: tick at least one organelle to predict.")
         plane = {"best focus": "best", "all planes": "all"}.get(self.plane.value, self.plane_index.value)
+        image = list(layer.data) if layer.multiscale else layer.data
+        shape = tuple(layer.level_shapes[0] if layer.multiscale else layer.data.shape)
+        shape = shape if plane == "all" else shape[-2:]
+        models = self._selected_checkpoints()
         return PredictRequest(
-            image=np.asarray(layer.data),
-            models=self._selected_checkpoints(),
+            image=image,
+            models=models,
             plane=plane,
             device=self.device.value,
             tile_size=self.tile_size.value,
             overlap=self.overlap.value,
             batch_size=self.batch_size.value,
             precision=self.precision.value,
+            out={organelle: np.zeros(shape, np.float32) for organelle in models},
+            focus=self._view_centre(layer),
+            cache=self.models,
         )
+
+    def _view_centre(self, layer: Image) -> tuple[float, float] | None:
+        """The (y, x) pixel of ``layer`` at the centre of the view (its tiles are predicted first)."""
+        if self.viewer.dims.ndisplay != 2:
+            return None
+        world = list(self.viewer.dims.point)
+        camera = (
+            self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
+        )  # napari < 0.9
+        world[-2:] = camera.center[-2:]
+        point = layer.world_to_data(world)
+        return float(point[-2]), float(point[-1])
 
     def _checkpoint(self, row: ModelRow) -> Path:
         name = row.source.value
@@ -285,53 +327,83 @@ class PredictWidget(Container):
     @ensure_main_thread
     @unless_closed
     def _on_event(self, event: ProgressEvent) -> None:
-        """Progress from the worker thread, delivered in the main thread."""
+        """Progress from the worker thread, delivered in the main thread: status, bar, finished tiles."""
         bar = self._progress
         if bar is None or event.kind not in ("start", "step"):
             return
         eta = f", ~{event.eta_s:.0f} s left" if event.eta_s is not None else ""
         self.status.value = f"{event.message}{eta}" if event.kind == "step" else event.message
+        if event.output in self._layers:
+            self._on_tiles(event.output, event.region)
         # Last: the bar's display processes pending Qt events, which may run _on_result and _on_finished.
         if event.total and bar.total != event.total:
             bar.total = event.total
         bar.set_description(event.message or "Predicting")
         bar.update(event.step - bar.n)
 
-    @unless_closed
-    def _on_result(self, result: PredictResult | None) -> None:
-        if result is None:
-            self.status.value = "Cancelled"
-            show_info("Prediction cancelled.")
+    def _on_tiles(self, organelle: str, region: tuple) -> None:
+        """Show finished tiles: at once for a layer's first ones (with contrast limits from them), else
+        with the next throttled redraw."""
+        self._stale.add(organelle)
+        if organelle in self._blank:
+            self._blank.discard(organelle)
+            limits = display_range(np.asarray(self._layers[organelle].data[region]))
+            if limits is not None:
+                self._layers[organelle].contrast_limits = limits
+        elif time.perf_counter() - self._drawn < REFRESH_S:
             return
-        for organelle, data in result.predictions.items():
-            self._show(organelle, data, result.plane)
-        where = f" (plane {result.plane})" if result.plane is not None else ""
-        self.status.value = f"Predicted {', '.join(result.predictions)}{where}"
+        self._redraw()
 
-    def _show(self, organelle: str, data: np.ndarray, plane: int | None) -> None:
-        """Add (or replace) the ``<input> <Organelle>`` layer, aligned with the input layer."""
+    def _redraw(self) -> None:
+        for organelle in self._stale:
+            if self._layers[organelle] in self.viewer.layers:
+                self._layers[organelle].refresh()
+        self._stale.clear()
+        self._drawn = time.perf_counter()
+
+    @unless_closed
+    def _on_result(self, plane: int | None) -> None:
+        for layer in self._layers.values():
+            layer.metadata["plane"] = plane
+            limits = display_range(layer.data)
+            if limits is not None:
+                layer.contrast_limits = limits
+        self._redraw()
+        where = f" (plane {plane})" if plane is not None else ""
+        self.status.value = f"Predicted {', '.join(self._layers)}{where}"
+
+    def _output_layer(self, organelle: str, data: np.ndarray) -> Image:
+        """Add (or replace) the ``<input> <Organelle>`` layer showing ``data``, aligned with the input layer."""
         source = self._source
         name = f"{source.name} {organelle}"
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        self.viewer.add_image(
+        return self.viewer.add_image(
             data,
             name=name,
             scale=source.scale[-data.ndim :],
             translate=source.translate[-data.ndim :],
             colormap=ORGANELLE_COLORMAPS[organelle],
-            contrast_limits=display_range(data),
+            contrast_limits=(0.0, 1.0),
             blending="additive",
             metadata={
                 "organelle": organelle,
                 "modality": self.modality.value,
                 "source": source.name,
-                "plane": plane,
+                "plane": None,
             },
         )
 
     @unless_closed
     def _on_error(self, error: Exception) -> None:
+        for organelle in self._blank:  # no empty layers left behind
+            if self._layers[organelle] in self.viewer.layers:
+                self.viewer.layers.remove(self._layers[organelle])
+        if isinstance(error, StopRequested):
+            self._redraw()
+            self.status.value = "Cancelled (finished tiles kept)"
+            show_info("Prediction cancelled; the finished tiles are kept.")
+            return
         self.status.value = "Prediction failed"
         notify_error(error, "Prediction")
 
