@@ -302,3 +302,52 @@ def test_packages_load_and_predict_wherever_checkpoints_do(trained_checkpoint, p
     )
     written = read_image(tmp_path / "out" / f"cell_BF_{card.organelle}.ome.tiff")
     assert written.data.shape == (64, 80)
+
+
+def test_export_and_import_never_replace_files_unless_asked(trained_checkpoint, package, tmp_path, capsys):
+    zip_path, checkpoint = tmp_path / "taken.zip", tmp_path / "taken.pt"
+    zip_path.write_bytes(b"precious")
+    checkpoint.write_bytes(b"precious")
+    assert main(["export", str(trained_checkpoint), "-o", str(zip_path)]) == 2
+    assert "already exists" in capsys.readouterr().err and zip_path.read_bytes() == b"precious"
+    assert main(["import", str(package), "-o", str(checkpoint)]) == 2
+    assert "already exists" in capsys.readouterr().err and checkpoint.read_bytes() == b"precious"
+    assert main(["import", str(package), "-o", str(checkpoint), "--overwrite"]) == 0
+    assert load_model(checkpoint)[1].organelle == "Mitochondria"
+
+
+def test_export_into_a_read_only_folder_is_one_line(trained_checkpoint, read_only_folder, capsys):
+    assert main(["export", str(trained_checkpoint), "-o", str(read_only_folder / "m.zip")]) == 2
+    err = capsys.readouterr().err
+    assert "is not writable" in err and err.count("\n") == 1
+
+
+def test_package_whose_weights_are_not_a_state_dict_is_refused(package, tmp_path, capsys):
+    descr = load_description(package)
+    torch.save([torch.ones(2)], tmp_path / "weights.pt")
+    weights = descr.weights.pytorch_state_dict
+    descr.weights.pytorch_state_dict = weights.model_copy(
+        update={"source": tmp_path / "weights.pt", "sha256": None}
+    )
+    descr.weights.torchscript = None
+    bad = save_bioimageio_package(descr, output_path=tmp_path / "list.zip")
+    assert main(["import", str(bad), "-o", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "hold a list, not a state dict" in err and err.count("\n") == 1
+
+
+def test_oversized_package_members_are_refused_before_reading(package, tmp_path):
+    """A zip member that would unpack to 300 MiB (a zip bomb: 0.3 MiB compressed) is refused from the
+    zip directory, before the package is read."""
+    bomb = tmp_path / "bomb.zip"
+    bomb.write_bytes(package.read_bytes())
+    with (
+        zipfile.ZipFile(bomb, "a", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("notes.txt", "w") as out,
+    ):
+        chunk = bytes(16 * 1024**2)
+        for _ in range(300 // 16 + 1):
+            out.write(chunk)
+    assert bomb.stat().st_size < 5 * 1024**2
+    with pytest.raises(ModelError, match=r"notes.txt unpacks to 304 MiB, over the 256 MiB allowed"):
+        import_bioimageio(bomb)

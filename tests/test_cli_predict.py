@@ -206,3 +206,25 @@ def test_wrong_organelle_model_is_a_one_line_warning(study, checkpoint, tmp_path
     assert code == 0
     assert "warning: nucleus.pt was trained for Nucleus but is used for Actin." in caplog.text
     assert "UserWarning" not in capsys.readouterr().err
+
+
+def test_evaluate_checks_normalization_and_its_report_folder_first(study, tmp_path, read_only_folder, capsys):
+    common = ["evaluate", "--predictions", str(tmp_path), "--study", str(study)]
+    assert main([*common, "-o", str(tmp_path / "r"), "--normalization", "zscor"]) == 2
+    assert "Unknown metric normalisation 'zscor'" in capsys.readouterr().err
+    assert main([*common, "-o", str(read_only_folder)]) == 2
+    assert "is not writable" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main([*common, "-o", str(tmp_path / "file")]) == 2
+    assert "is an existing file" in capsys.readouterr().err
+    report = tmp_path / "report"
+    assert main([*common, "-o", str(report)]) == 1  # nothing scored: no predictions in tmp_path
+    capsys.readouterr()
+    (report / "metrics_summary.md").write_text("my notes")
+    assert main([*common, "-o", str(report)]) == 2
+    assert (
+        "pass --overwrite" in capsys.readouterr().err
+        and (report / "metrics_summary.md").read_text() == "my notes"
+    )
+    assert main([*common, "-o", str(report), "--overwrite"]) == 1
+    assert (report / "metrics_summary.md").read_text() != "my notes"

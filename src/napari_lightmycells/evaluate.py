@@ -21,10 +21,11 @@ import numpy as np
 
 from .constants import ORGANELLES, canonical_organelle
 from .errors import LightMyCellsError
-from .metrics import CHALLENGE_METRICS, HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics
+from .metrics import CHALLENGE_METRICS, HIGHER_IS_BETTER, METRIC_NAMES, NORMALIZATIONS, compute_metrics
 
 logger = logging.getLogger(__name__)
 
+REPORT_FILES = ("metrics_per_image.csv", "metrics_summary.csv", "metrics_summary.md")
 ROW_FIELDS = ("image", "organelle", "modality", "status", *METRIC_NAMES, "prediction", "target")
 
 
@@ -65,12 +66,20 @@ def evaluate(
     study_dir: str | os.PathLike | None = None,
     output_dir: str | os.PathLike | None = None,
     normalization: str = "percentile",
+    overwrite: bool = False,
 ) -> list[dict]:
     """Metric rows for ``pairs`` (``Pair`` or ``(prediction, target, organelle)``), or for the pairs
-    found from ``prediction_dir`` + ``study_dir``; writes the reports when ``output_dir`` is given.
+    found from ``prediction_dir`` + ``study_dir``; writes the reports when ``output_dir`` is given
+    (existing reports are replaced only with ``overwrite``; checked before scoring).
 
     A pair that cannot be scored (missing file, shape mismatch...) gives a row whose ``status`` says why.
     """
+    if normalization not in NORMALIZATIONS:
+        raise LightMyCellsError(
+            f"Unknown metric normalisation {normalization!r}: use one of {', '.join(NORMALIZATIONS)}."
+        )
+    if output_dir is not None:
+        check_report_folder(output_dir, overwrite)
     if pairs is None:
         if prediction_dir is None or study_dir is None:
             raise LightMyCellsError("Give either pairs or both prediction_dir and study_dir to evaluate.")
@@ -115,6 +124,18 @@ def summarize(rows: Iterable[dict]) -> list[dict]:
             entry[f"{name}_std"] = float(values.std())
         summary.append(entry)
     return summary
+
+
+def check_report_folder(output_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """The report folder is writable and holds no earlier reports (unless ``overwrite``)."""
+    from .files import ensure_writable_folder
+
+    folder = ensure_writable_folder(output_dir, "Report folder")
+    existing = [name for name in REPORT_FILES if (folder / name).exists()]
+    if existing and not overwrite:
+        raise LightMyCellsError(
+            f"{folder} already holds {', '.join(existing)}; pass --overwrite to replace them, or choose another -o."
+        )
 
 
 def write_reports(rows: list[dict], output_dir: str | os.PathLike) -> dict[str, Path]:

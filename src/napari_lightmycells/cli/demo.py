@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         val_fraction=0.25,
     )
-    result = finetune(config, callbacks=[ProgressBar("fine-tune")])
+    result = finetune(config, callbacks=[ProgressBar("fine-tune")], overwrite=args.overwrite)
     print(f"training {result.status} after {result.epoch} epochs; best model: {result.best_path}")
 
     _, held_out = split_cases(
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     predicted = [
         Pair(r.outputs[0], targets[r.file], "Nucleus", r.file.name) for r in results if r.status == "ok"
     ]
-    model_rows = evaluate(predicted, output_dir=out / "evaluation")
+    model_rows = evaluate(predicted, output_dir=out / "evaluation", overwrite=args.overwrite)
     identity_rows = evaluate([Pair(path, target, "Nucleus", path.name) for path, target in targets.items()])
     print("\nUNETR predictions (held-out cases):\n" + summary_markdown(summarize(model_rows)))
     print("Baseline, the transmitted-light input itself:\n" + summary_markdown(summarize(identity_rows)))

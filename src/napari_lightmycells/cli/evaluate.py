@@ -17,7 +17,14 @@ def add_parser(sub) -> None:
     )
     parser.add_argument("--study", type=Path, required=True, help="study folder with the targets")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the tables")
-    parser.add_argument("--normalization", default="percentile", help="how images are scaled before scoring")
+    parser.add_argument(
+        "--normalization",
+        default="percentile",
+        help="how images are scaled before scoring: percentile (the challenge's) or none",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the tables of an earlier evaluation"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         study_dir=args.study,
         output_dir=args.output,
         normalization=args.normalization,
+        overwrite=args.overwrite,
     )
     print(summary_markdown(summarize(rows), rows))
     print(f"tables written to {args.output}")

@@ -12,6 +12,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--name", help="model name (default: from organelle and modality)")
     parser.add_argument("--author", action="append", dest="authors", help="author name (repeatable)")
     parser.add_argument("--cover", help="cover image (default: input and prediction side by side)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing package")
     parser.add_argument("--license", default="BSD-3-Clause", help="SPDX license id (default: %(default)s)")
 
 
@@ -25,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         authors=args.authors,
         cover=args.cover,
         license=args.license,
+        overwrite=args.overwrite,
     )
     print(f"wrote {path}")
     return 0

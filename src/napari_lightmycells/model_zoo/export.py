@@ -16,6 +16,7 @@ import torch
 from ..checkpoint import FORMAT, FORMAT_VERSION, ModelCard, load_model
 from ..constants import CHALLENGE_PERCENTILES
 from ..errors import ModelError
+from ..files import atomic_write, check_new_file
 from .architecture import STANDALONE_CALLABLE, STANDALONE_FILE, standalone_kwargs
 from .assets import (
     PAPER,
@@ -42,12 +43,15 @@ def export_bioimageio(
     test_image: np.ndarray | None = None,
     *,
     license: str = "BSD-3-Clause",
+    overwrite: bool = False,
 ) -> Path:
     """Write ``checkpoint_path`` (a UNETR checkpoint, ours or BiaPy's) as a bioimage.io model zip.
 
     ``test_image``: a 2D transmitted-light image for the test tensors and cover (centre-cropped to the
     training size); a synthetic one by default. ``cover``: an image file to use instead of the generated one.
+    An existing ``output_zip`` is replaced only with ``overwrite`` (checked first); the zip is written atomically.
     """
+    output_zip = check_new_file(output_zip, overwrite)
     save_bioimageio_package = require_bioimageio().save_bioimageio_package
     from pydantic import ValidationError
 
@@ -56,14 +60,12 @@ def export_bioimageio(
         raise ModelError("Only UNETR (organelle prediction) checkpoints can be exported, not MAE encoders.")
     if card.normalization not in ("zscore", "percentile"):
         raise ModelError(f"Normalisation {card.normalization!r} has no bioimage.io equivalent.")
-    output_zip = Path(output_zip)
-    output_zip.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lightmycells-export-") as folder:
         try:
             descr = describe(model, card, Path(folder), name, authors, cover, test_image, license)
         except ValidationError as error:
             raise ModelError(f"Cannot describe the model for bioimage.io: {error}") from None
-        save_bioimageio_package(descr, output_path=output_zip)
+        atomic_write(output_zip, lambda tmp: save_bioimageio_package(descr, output_path=Path(tmp)))
     return output_zip
 
 
