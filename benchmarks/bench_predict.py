@@ -36,7 +36,12 @@ from napari_lightmycells.models import UNETRConfig, create_model, unetr_config
 # Dense (no sparsity) bf16 tensor-core peaks (TFLOP/s) from NVIDIA data sheets, matched in this order
 # against the device name ("NVIDIA H100 80GB HBM3" is the SXM card).
 CUDA_BF16_PEAK_TFLOPS = {
-    "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200 NVL": 835.0, "H100": 989.0, "H200": 989.0, "A100": 312.0,
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H200 NVL": 835.0,
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
 }
 
 
@@ -57,12 +62,19 @@ class BiapyUNETR(nn.Module):
         self.hidden_mult = mult
         with contextlib.redirect_stdout(io.StringIO()):
             self.net = UNETR(
-                input_shape=(encoder.crop_size, encoder.crop_size, encoder.in_channels), patch_size=encoder.token_size,
-                embed_dim=encoder.embed_dim, depth=encoder.depth, num_heads=encoder.num_heads,
-                mlp_ratio=encoder.mlp_ratio, num_filters=config.decoder_filters,
-                output_channels=[config.out_channels], output_channel_info=["F"],
-                decoder_activation=config.decoder_activation, ViT_hidd_mult=mult,
-                normalization=config.decoder_norm, k_size=config.kernel_size,
+                input_shape=(encoder.crop_size, encoder.crop_size, encoder.in_channels),
+                patch_size=encoder.token_size,
+                embed_dim=encoder.embed_dim,
+                depth=encoder.depth,
+                num_heads=encoder.num_heads,
+                mlp_ratio=encoder.mlp_ratio,
+                num_filters=config.decoder_filters,
+                output_channels=[config.out_channels],
+                output_channel_info=["F"],
+                decoder_activation=config.decoder_activation,
+                ViT_hidd_mult=mult,
+                normalization=config.decoder_norm,
+                k_size=config.kernel_size,
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +123,9 @@ def cuda_bf16_peak_tflops(device_name: str) -> float | None:
     return next((peak for key, peak in CUDA_BF16_PEAK_TFLOPS.items() if key in device_name), None)
 
 
-def peak_tflops(device: torch.device, override: float | None, precision: str = "fp32") -> tuple[float | None, str]:
+def peak_tflops(
+    device: torch.device, override: float | None, precision: str = "fp32"
+) -> tuple[float | None, str]:
     """Peak FLOP rate of ``device`` in ``precision`` (CUDA: the bf16 data-sheet figure) and its source."""
     if override:
         return override, "--peak-tflops"
@@ -122,7 +136,9 @@ def peak_tflops(device: torch.device, override: float | None, precision: str = "
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     flops_per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8  # fp32, 2 FMA units
     if precision == "bf16" and ("avx512_bf16" in flags or "amx_bf16" in flags):
-        flops_per_cycle *= 2  # VDPBF16PS: two bf16 products per fp32 lane (AMX tiles give more: a lower bound)
+        flops_per_cycle *= (
+            2  # VDPBF16PS: two bf16 products per fp32 lane (AMX tiles give more: a lower bound)
+        )
     freq = psutil.cpu_freq()
     ghz = (freq.max or freq.current) / 1000 if freq else 2.5
     cores = torch.get_num_threads()
@@ -134,7 +150,8 @@ def machine(device: torch.device) -> dict:
     """What ran the benchmark (load average: other processes skew CPU timings)."""
     return {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
         else platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -152,13 +169,27 @@ def save_report(report: dict, output_dir: Path, name: str) -> Path:
     return path
 
 
-def bench(name: str, models: dict[str, nn.Module], precision: str, image: np.ndarray, device: torch.device,
-          args, tile_growth: float = MAX_TILE_GROWTH) -> dict:
+def bench(
+    name: str,
+    models: dict[str, nn.Module],
+    precision: str,
+    image: np.ndarray,
+    device: torch.device,
+    args,
+    tile_growth: float = MAX_TILE_GROWTH,
+) -> dict:
     """Time :class:`Predictor` running ``models`` (organelle -> model) on ``image`` with its tile plan
     (``tile_growth=1``: exactly ``args.tile`` px tiles, as BiaPy's fixed-size models need); FLOPs are
     counted on the uncompiled models for the tiles planned."""
-    predictor = Predictor(models, device=device, tile_size=args.tile, overlap=args.overlap,
-                          batch_size=args.batch, precision=precision, tile_growth=tile_growth)
+    predictor = Predictor(
+        models,
+        device=device,
+        tile_size=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch,
+        precision=precision,
+        tile_growth=tile_growth,
+    )
     compiled = any(hasattr(model, "_orig_mod") for model in models.values())
     if device.type == "cuda" or compiled:  # warm-up on the timed shapes (cuDNN autotuning, torch.compile)
         predictor.predict(image)
@@ -174,7 +205,10 @@ def bench(name: str, models: dict[str, nn.Module], precision: str, image: np.nda
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - start)
     seconds = float(np.median(times))
-    grids = [plan_tiles(image.shape, args.tile, model.token_size, args.overlap, tile_growth) for model in models.values()]
+    grids = [
+        plan_tiles(image.shape, args.tile, model.token_size, args.overlap, tile_growth)
+        for model in models.values()
+    ]
     flops = sum(
         len(grid) * tile_flops(getattr(model, "_orig_mod", model), grid.tile)
         for grid, model in zip(grids, models.values())
@@ -209,11 +243,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--preset", default="unetr_paper")
-    parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    parser.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP rate of the device (TFLOP/s)")
+    parser.add_argument(
+        "--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    )
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="peak FLOP rate of the device (TFLOP/s)"
+    )
     parser.add_argument("--no-biapy", action="store_true", help="skip BiaPy's UNETR even if importable")
-    parser.add_argument("--precisions", nargs="+", default=["auto", "bf16"],
-                        help="our model's precisions to time (BiaPy runs in fp32, as it does by default)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["auto", "bf16"],
+        help="our model's precisions to time (BiaPy runs in fp32, as it does by default)",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
@@ -226,33 +268,50 @@ def main() -> None:
         runs = [(f"ours ({args.preset})", ours, precision) for precision in dict.fromkeys(args.precisions)]
         if not args.no_biapy:
             try:
-                runs.append(("biapy UNETR", BiapyUNETR(unetr_config(args.preset, crop_size=args.tile)), "fp32"))
+                runs.append(
+                    ("biapy UNETR", BiapyUNETR(unetr_config(args.preset, crop_size=args.tile)), "fp32")
+                )
             except ImportError:
                 print("biapy is not importable: skipping its UNETR")
         rows = [
-            bench(name, {"Nucleus": model}, precision, image, device, args,
-                  1.0 if isinstance(model, BiapyUNETR) else MAX_TILE_GROWTH)
+            bench(
+                name,
+                {"Nucleus": model},
+                precision,
+                image,
+                device,
+                args,
+                1.0 if isinstance(model, BiapyUNETR) else MAX_TILE_GROWTH,
+            )
             for name, model, precision in runs
         ]
         report = {
             **machine(device),
-            "size": args.size, "tile": args.tile, "overlap": args.overlap, "batch": args.batch,
-            "repeats": args.repeats, "results": rows,
+            "size": args.size,
+            "tile": args.tile,
+            "overlap": args.overlap,
+            "batch": args.batch,
+            "repeats": args.repeats,
+            "results": rows,
         }
         print_table(report)
         save_report(report, args.output_dir, f"predict_{device.type}")
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{report['device']} ({report['device_name']}), {report['size']}² image, {report['tile']}² tiles, "
-          f"batch {report['batch']}")
+    print(
+        f"\n{report['device']} ({report['device_name']}), {report['size']}² image, {report['tile']}² tiles, "
+        f"batch {report['batch']}"
+    )
     header = f"{'model':<24}{'precision':>15}{'s/image':>10}{'MP/s':>10}{'peak MiB':>10}{'TFLOP':>8}{'TFLOP/s':>9}{'% peak':>8}"
     print(header + "\n" + "-" * len(header))
     for row in report["results"]:
         fraction = f"{100 * row['fraction_of_peak']:.1f}" if row["fraction_of_peak"] is not None else "n/a"
-        print(f"{row['model']:<24}{row['precision']:>15}{row['seconds']:>10.2f}{row['megapixels_per_s']:>10.3f}"
-              f"{row['peak_memory_mib']:>10.0f}{row['tflop_per_image']:>8.2f}{row['achieved_tflops']:>9.3f}"
-              f"{fraction:>8}")
+        print(
+            f"{row['model']:<24}{row['precision']:>15}{row['seconds']:>10.2f}{row['megapixels_per_s']:>10.3f}"
+            f"{row['peak_memory_mib']:>10.0f}{row['tflop_per_image']:>8.2f}{row['achieved_tflops']:>9.3f}"
+            f"{fraction:>8}"
+        )
 
 
 if __name__ == "__main__":

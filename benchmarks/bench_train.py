@@ -51,8 +51,16 @@ def step_flops(model: nn.Module, batch: int, size: int) -> tuple[int, str]:
         return 3 * counter.get_total_flops(), "3 x forward (FlopCounterMode; backward not countable on meta)"
 
 
-def train_steps(model: nn.Module, precision: str, device: torch.device, batch: int, size: int, steps: int,
-                warmup: int = 1, compile_backend: str | None = None) -> dict:
+def train_steps(
+    model: nn.Module,
+    precision: str,
+    device: torch.device,
+    batch: int,
+    size: int,
+    steps: int,
+    warmup: int = 1,
+    compile_backend: str | None = None,
+) -> dict:
     """Time ``steps`` optimiser steps after ``warmup`` untimed ones, as the training engine takes them
     (AdamW, channels-last on CUDA, GradScaler in fp16), through ``torch.compile`` if a backend is given;
     raises if the loss is not finite."""
@@ -65,7 +73,9 @@ def train_steps(model: nn.Module, precision: str, device: torch.device, batch: i
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     forward = torch.compile(model, backend=compile_backend) if compile_backend else model
     generator = torch.Generator().manual_seed(0)
-    batches = [tuple(torch.randn(batch, 1, size, size, generator=generator) for _ in range(2)) for _ in range(2)]
+    batches = [
+        tuple(torch.randn(batch, 1, size, size, generator=generator) for _ in range(2)) for _ in range(2)
+    ]
     losses = []
 
     def step(index: int) -> None:
@@ -99,16 +109,22 @@ def train_steps(model: nn.Module, precision: str, device: torch.device, batch: i
     if not all(math.isfinite(value) for value in values):
         raise FloatingPointError(f"training loss not finite: {values}")
     memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
-    return {"seconds_per_step": seconds, "peak_memory_mib": memory / 2**20,
-            "memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS",
-            "losses": values, **({"grad_scale": scaler.get_scale()} if scaler.is_enabled() else {})}
+    return {
+        "seconds_per_step": seconds,
+        "peak_memory_mib": memory / 2**20,
+        "memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS",
+        "losses": values,
+        **({"grad_scale": scaler.get_scale()} if scaler.is_enabled() else {}),
+    }
 
 
 def bench(name: str, model: nn.Module, precision: str, device: torch.device, args) -> dict:
     """One row of the table: ``train_steps`` timing with FLOPs, throughput and MFU."""
     flops, flops_source = step_flops(model, args.batch, args.size)
     parameters = count_parameters(model)
-    timing = train_steps(model, precision, device, args.batch, args.size, args.steps, args.warmup, args.compile)
+    timing = train_steps(
+        model, precision, device, args.batch, args.size, args.steps, args.warmup, args.compile
+    )
     peak, peak_source = peak_tflops(device, args.peak_tflops, precision_name(device, precision))
     achieved = flops / timing["seconds_per_step"] / 1e12
     return {
@@ -136,12 +152,24 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--preset", default="unetr_paper")
     parser.add_argument("--devices", nargs="+", default=["cuda"] if torch.cuda.is_available() else ["cpu"])
-    parser.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP rate of the device (TFLOP/s)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="peak FLOP rate of the device (TFLOP/s)"
+    )
     parser.add_argument("--no-biapy", action="store_true", help="skip BiaPy's UNETR even if importable")
-    parser.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
-                        help="train through torch.compile (backend: inductor)")
-    parser.add_argument("--precisions", nargs="+", default=["auto", "bf16"],
-                        help="our model's precisions to time (BiaPy is timed in fp32)")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        default=None,
+        metavar="BACKEND",
+        help="train through torch.compile (backend: inductor)",
+    )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["auto", "bf16"],
+        help="our model's precisions to time (BiaPy is timed in fp32)",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
@@ -164,8 +192,13 @@ def main() -> None:
         report = {
             **machine(device),
             "channels_last": device.type == "cuda",
-            "size": args.size, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
-            "note": "" if args.size == 1024 else f"patch {args.size}² instead of the paper's 1024² to keep the run short",
+            "size": args.size,
+            "batch": args.batch,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "note": ""
+            if args.size == 1024
+            else f"patch {args.size}² instead of the paper's 1024² to keep the run short",
             "results": rows,
         }
         print_table(report)
@@ -173,14 +206,18 @@ def main() -> None:
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{report['device']} ({report['device_name']}), {report['size']}² patches, batch {report['batch']}, "
-          f"{report['steps']} timed steps")
+    print(
+        f"\n{report['device']} ({report['device_name']}), {report['size']}² patches, batch {report['batch']}, "
+        f"{report['steps']} timed steps"
+    )
     header = f"{'model':<24}{'precision':>10}{'s/step':>9}{'samples/s':>11}{'peak MiB':>10}{'TFLOP/step':>12}{'TFLOP/s':>9}{'MFU %':>7}"
     print(header + "\n" + "-" * len(header))
     for row in report["results"]:
         mfu = f"{100 * row['mfu']:.1f}" if row["mfu"] is not None else "n/a"
-        print(f"{row['model']:<24}{row['precision']:>10}{row['seconds_per_step']:>9.2f}{row['samples_per_s']:>11.3f}"
-              f"{row['peak_memory_mib']:>10.0f}{row['tflop_per_step']:>12.3f}{row['achieved_tflops']:>9.3f}{mfu:>7}")
+        print(
+            f"{row['model']:<24}{row['precision']:>10}{row['seconds_per_step']:>9.2f}{row['samples_per_s']:>11.3f}"
+            f"{row['peak_memory_mib']:>10.0f}{row['tflop_per_step']:>12.3f}{row['achieved_tflops']:>9.3f}{mfu:>7}"
+        )
 
 
 if __name__ == "__main__":

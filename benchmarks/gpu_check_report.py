@@ -109,7 +109,7 @@ def section_lines(name: str, record: dict) -> list[str]:
         lines[-1] += f": {record.get('reason') or record.get('error')}"
     lines.append("")
     if record["results"]:
-        lines += table(record["results"], columns) + [""]
+        lines += [*table(record["results"], columns), ""]
     return lines
 
 

@@ -16,13 +16,13 @@ from torch import nn
 
 pytest.importorskip("biapy", reason="the check compares against BiaPy's UNETR: `pip install biapy`")
 
+from napari_lightmycells.models import UNETR2D, unetr_config
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # the benchmark scripts import each other as siblings
-import bench_predict
-import bench_train
-import gpu_check
-
-from napari_lightmycells.models import UNETR2D, unetr_config
+import bench_predict  # noqa: E402
+import bench_train  # noqa: E402
+import gpu_check  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +42,22 @@ def test_tiny_check_writes_json_and_markdown_with_real_numbers(tiny_run):
     assert "CUDA" in saved["sections"]["fp16"]["reason"]
 
     predict = {row["model"]: row for row in saved["sections"]["predict"]["results"]}
-    assert predict.keys() == {"ours", "BiaPy UNETR", "ours + torch.compile"}
+    assert predict.keys() == {"ours", "ours, BiaPy's tiles", "BiaPy UNETR", "ours + torch.compile"}
     for row in predict.values():
         assert "error" not in row
         assert row["organelles"] == ["Nucleus", "Mitochondria", "Tubulin", "Actin"]
-        assert row["tiles"] == 4 * 9  # 128² image in 64² tiles with 1/8 overlap: 3 x 3 per organelle
         assert row["images_per_s"] > 0 and 0 < row["fraction_of_peak"] < 1
-    # Same architecture, same arithmetic: BiaPy's model and ours (compiled or not) do the same FLOPs.
-    assert predict["ours"]["tflop_per_image"] == predict["BiaPy UNETR"]["tflop_per_image"] > 0
+    # 128² in 64² tiles with 1/8 overlap: BiaPy's fixed size needs 3 x 3 per organelle; ours grows to 2 x 2 of 72².
+    for name in ("ours, BiaPy's tiles", "BiaPy UNETR"):
+        assert (predict[name]["tiles"], predict[name]["tile_sizes"]) == (4 * 9, [64])
+    for name in ("ours", "ours + torch.compile"):
+        assert (predict[name]["tiles"], predict[name]["tile_sizes"]) == (4 * 4, [72])
+    # Same architecture, same arithmetic: BiaPy's model and ours (compiled or not) do the same FLOPs per tile.
+    assert predict["ours, BiaPy's tiles"]["tflop_per_image"] == predict["BiaPy UNETR"]["tflop_per_image"] > 0
     assert predict["ours + torch.compile"]["tflop_per_image"] == predict["ours"]["tflop_per_image"]
+    assert (
+        predict["ours"]["tflop_per_image"] < predict["BiaPy UNETR"]["tflop_per_image"]
+    )  # fewer pixels computed
 
     train = {row["model"]: row for row in saved["sections"]["train"]["results"]}
     assert train.keys() == {"ours", "BiaPy UNETR", "ours + torch.compile"}
