@@ -228,3 +228,20 @@ def test_evaluate_checks_normalization_and_its_report_folder_first(study, tmp_pa
     )
     assert main([*common, "-o", str(report), "--overwrite"]) == 1
     assert (report / "metrics_summary.md").read_text() != "my notes"
+
+
+def test_unforeseen_file_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    from napari_lightmycells.cli import models
+
+    def full_disk(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "x"))
+
+    monkeypatch.setattr(models, "run", full_disk)
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: [Errno 28] No space left on device") and err.count("\n") == 1
+    with pytest.raises(OSError):
+        main(["-v", "models"])

@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     except LightMyCellsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a file or folder the checks could not foresee (disk full, permissions...)
+        if args.verbose:
+            raise
+        print(f"error: {error} (rerun with -v for the traceback)", file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, StopRequested):
         print("interrupted: the last checkpoint written is kept.", file=sys.stderr)
         return 130
