@@ -24,27 +24,17 @@ def study(tmp_path_factory):
     return make_synthetic_study(tmp_path_factory.mktemp("study"), n_cases=6, size=96, n_planes=2, seed=2)
 
 
+TINY_RUN = ["train", "--preset", "tiny_cpu", "--epochs", "1", "--samples-per-case", "2", "--batch-size", "4"]
+
+
+def _train(study, out, *extra):
+    """A one-epoch tiny_cpu run of ``study`` into ``out``."""
+    return main([*TINY_RUN, "--data", str(study), "--output", str(out), *FAST, *extra])
+
+
 def test_train_preset_with_overrides_then_resume(study, tmp_path, capsys):
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--preset",
-        "tiny_cpu",
-        "--data",
-        str(study),
-        "--output",
-        str(out),
-        "--epochs",
-        "1",
-        "--samples-per-case",
-        "2",
-        "--batch-size",
-        "4",
-        "--lr",
-        "1e-3",
-        *FAST,
-    ]
-    assert main(args) == 0
+    assert _train(study, out, "--lr", "1e-3") == 0
     assert {p.name for p in out.iterdir()} == {"config.yaml", "best.pt", "last.pt"}
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert (saved["model"], saved["epochs"], saved["batch_size"], saved["lr"]) == ("unetr_tiny", 1, 4, 1e-3)
@@ -128,28 +118,6 @@ def test_torchrun_two_processes_write_one_checkpoint_set(study, tmp_path):
 
 
 # -- a run folder is never replaced by accident (issue 13) -------------------------------------------------
-def _train(study, out, *extra):
-    return main(
-        [
-            "train",
-            "--preset",
-            "tiny_cpu",
-            "--data",
-            str(study),
-            "--output",
-            str(out),
-            "--epochs",
-            "1",
-            "--samples-per-case",
-            "2",
-            "--batch-size",
-            "4",
-            *FAST,
-            *extra,
-        ]
-    )
-
-
 def test_training_into_an_earlier_run_is_refused_unless_overwrite(study, tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(study, out) == 0
@@ -208,25 +176,8 @@ def test_sigterm_saves_last_pt_and_the_run_resumes(study, tmp_path):
     import signal
 
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "napari_lightmycells.cli",
-        "train",
-        "--preset",
-        "tiny_cpu",
-        "--data",
-        str(study),
-        "--output",
-        str(out),
-        "--epochs",
-        "1000",
-        "--samples-per-case",
-        "2",
-        "--batch-size",
-        "4",
-        *FAST,
-    ]
+    cli = [sys.executable, "-m", "napari_lightmycells.cli"]
+    command = [*cli, *TINY_RUN, "--data", str(study), "--output", str(out), *FAST, "--epochs", "1000"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     for line in process.stderr:
