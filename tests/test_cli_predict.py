@@ -89,6 +89,10 @@ def test_study_command_summarises_and_checks(tmp_path, capsys):
     )
     assert main(["study", str(folder)]) == 2
     assert "shapes disagree" in capsys.readouterr().err
+    before = (folder / "image_1_BF_z0.ome.tiff").read_bytes()
+    assert main(["study", str(folder), "--synthetic"]) == 2  # never written over an existing study
+    assert "is not empty" in capsys.readouterr().err
+    assert (folder / "image_1_BF_z0.ome.tiff").read_bytes() == before
 
 
 def test_predicting_a_study_folder_skips_targets_and_earlier_predictions(study, checkpoint, capsys):

@@ -15,15 +15,22 @@ def add_parser(sub) -> None:
         "--check", action="store_true", help="also read pixels: reject empty/constant/NaN images"
     )
     parser.add_argument(
-        "--synthetic", action="store_true", help="first write a small synthetic study into FOLDER"
+        "--synthetic",
+        action="store_true",
+        help="first write a small synthetic study into FOLDER (new or empty)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.study import discover_study
     from ..data.synthetic import make_synthetic_study
+    from ..errors import DataError
 
     if args.synthetic:
+        if args.folder.exists() and (not args.folder.is_dir() or any(args.folder.iterdir())):
+            raise DataError(
+                f"{args.folder} is not empty; --synthetic writes a study into a new or empty folder."
+            )
         make_synthetic_study(args.folder, organelles=("Nucleus", "Mitochondria"), modalities=("BF", "PC"))
     study = discover_study(args.folder, organelle=args.organelle, modality=args.modality)
     print(study.summary())

@@ -35,12 +35,14 @@ def earlier_run_entries(folder: str | os.PathLike, data: str | os.PathLike | Non
 def prepare_run_folder(config: RunConfig, overwrite: bool = False) -> Path:
     """Check (before any data is read) that ``config.output`` may receive this run, and clean the
     temporaries that killed checkpoint writes left there. A non-empty folder is refused unless the run
-    resumes or ``overwrite`` is set (the earlier ``best.pt``/``last.pt`` are then deleted)."""
+    resumes from this folder's ``last.pt`` or ``overwrite`` is set (the earlier ``best.pt``/``last.pt``
+    are then deleted)."""
     output = Path(config.output)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"Run folder {output} is an existing file; give a folder with --output.")
     entries = earlier_run_entries(output, config.data)
-    if entries and not config.resume:
+    resuming_here = bool(config.resume) and Path(config.resume).resolve().parent == output.resolve()
+    if entries and not resuming_here:
         if not overwrite:
             hint = f"continue it with --resume {output / LAST}, " if (output / LAST).is_file() else ""
             raise ConfigError(
@@ -59,11 +61,14 @@ def prepare_run_folder(config: RunConfig, overwrite: bool = False) -> Path:
     return output
 
 
-def next_free_folder(folder: str | os.PathLike) -> Path:
-    """``folder`` if it holds nothing, else the first of ``folder-2``, ``folder-3``... that holds nothing."""
+def next_free_folder(folder: str | os.PathLike, data_name: str | None = None) -> Path:
+    """``folder`` if it holds no run (nothing but a ``data_name`` subfolder), else the first of ``folder-2``,
+    ``folder-3``... that holds none."""
     folder = Path(folder)
     candidate, number = folder, 1
-    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+    while candidate.exists() and (
+        not candidate.is_dir() or earlier_run_entries(candidate, candidate / data_name if data_name else None)
+    ):
         number += 1
         candidate = folder.with_name(f"{folder.name}-{number}")
     return candidate

@@ -167,7 +167,7 @@ class TrainingWidget(Container):
     def _use_free_output_folder(self) -> None:
         """A new run never replaces an earlier one: a folder holding anything gives way to ``<folder>-2``..."""
         folder = Path(self.output.value)
-        free = next_free_folder(folder)
+        free = next_free_folder(folder, LAYERS_STUDY)
         if free != folder:
             self.output.value = free
             show_info(
