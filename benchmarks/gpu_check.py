@@ -51,8 +51,8 @@ from gpu_check_report import render_markdown
 from torch.nn.parallel import DistributedDataParallel
 
 from napari_lightmycells.checkpoint import load_model
-from napari_lightmycells.devices import is_out_of_memory, select_device
-from napari_lightmycells.inference.tiling import MAX_TILE_GROWTH, count_tiles
+from napari_lightmycells.devices import autocast_dtype, is_out_of_memory, select_device
+from napari_lightmycells.inference.tiling import MAX_TILE_GROWTH, count_tiles, plan_tiles
 from napari_lightmycells.models import ORGANELLE_PRESETS, UNETR2D, unetr_config
 from napari_lightmycells.models.biapy import unetr_from_biapy
 from napari_lightmycells.training import distributed
@@ -362,8 +362,8 @@ def compare(
 
 # -- prediction --------------------------------------------------------------------------------------
 def section_predict(check: Check, rows: list) -> None:
-    """Ours with the Predictor's tile plan (2048² in 2x2 tiles of 1152²), and with BiaPy's fixed 1024² tiles
-    (3x3; its position embeddings do not resample) like BiaPy's model; batches of every tile."""
+    """Ours with the Predictor's tile plan (2048² in 2x2 tiles of 1152²) and with BiaPy's fixed 1024² tiles
+    (3x3; its position embeddings do not resample), BiaPy's model, then ours compiled; batches of every tile."""
     device, profile, args = check.device, check.profile, check.args
     image = np.random.default_rng(0).normal(500, 50, size=(profile.image, profile.image)).astype(np.float32)
     settings = SimpleNamespace(
@@ -374,44 +374,79 @@ def section_predict(check: Check, rows: list) -> None:
         peak_tflops=args.peak_tflops,
     )
 
-    def ours(preset: str) -> torch.nn.Module:
-        return UNETR2D(unetr_config(preset, crop_size=profile.tile))
-
-    def biapy(preset: str) -> torch.nn.Module:
-        return BiapyUNETR(unetr_config(preset, crop_size=profile.tile))
-
-    def measure(
-        name, precision, build, flags, compiled=False, tile_growth=MAX_TILE_GROWTH
-    ) -> Callable[[], dict]:
-        def run() -> dict:
-            torch.manual_seed(0)
-            models = {organelle: build(preset) for organelle, preset in profile.presets.items()}
-            if compiled:
-                models = {
-                    organelle: compile_for(model, device, profile) for organelle, model in models.items()
-                }
-            with flags() as used:
-                row = bench_predict(name, models, precision, image, device, settings, tile_growth)
+    def build(cls: type[torch.nn.Module]) -> dict[str, torch.nn.Module]:
+        torch.manual_seed(0)
+        with torch.device(
+            device
+        ):  # initialised where they run: much faster than on the CPU for the paper size
             return {
-                **row,
-                "compiled": compiled,
-                "batch": settings.batch,
-                "overlap": settings.overlap,
-                "image": profile.image,
-                "tile_growth": tile_growth,
-                **used,
+                organelle: cls(unetr_config(preset, crop_size=profile.tile))
+                for organelle, preset in profile.presets.items()
             }
 
-        return run
+    def measure(name, models, precision, flags, tile_growth=MAX_TILE_GROWTH) -> dict:
+        with flags() as used:
+            row = bench_predict(name, models, precision, image, device, settings, tile_growth)
+            forwards = forward_seconds(models, image.shape, settings, precision, device, tile_growth)
+        return {
+            **row,
+            "forward_seconds": forwards,
+            "compiled": name.endswith("compile"),
+            "batch": settings.batch,
+            "overlap": settings.overlap,
+            "image": profile.image,
+            "tile_growth": tile_growth,
+            **used,
+        }
 
-    check.attempt(rows, "ours", measure("ours", "auto", ours, ours_flags))
+    ours = build(UNETR2D)
+    check.attempt(rows, "ours", lambda: measure("ours", ours, "auto", ours_flags))
     check.attempt(
-        rows, "ours, BiaPy's tiles", measure("ours, BiaPy's tiles", "auto", ours, ours_flags, tile_growth=1.0)
+        rows, "ours, BiaPy's tiles", lambda: measure("ours, BiaPy's tiles", ours, "auto", ours_flags, 1.0)
     )
-    check.attempt(rows, "BiaPy UNETR", measure("BiaPy UNETR", "fp32", biapy, biapy_flags, tile_growth=1.0))
     check.attempt(
-        rows, "ours + torch.compile", measure("ours + torch.compile", "auto", ours, ours_flags, True)
+        rows, "BiaPy UNETR", lambda: measure("BiaPy UNETR", build(BiapyUNETR), "fp32", biapy_flags, 1.0)
     )
+
+    def compiled() -> dict[str, torch.nn.Module]:
+        return {organelle: compile_for(model, device, profile) for organelle, model in ours.items()}
+
+    check.attempt(
+        rows, "ours + torch.compile", lambda: measure("ours + torch.compile", compiled(), "auto", ours_flags)
+    )
+
+
+def forward_seconds(
+    models: dict, shape: tuple[int, int], settings, precision: str, device: torch.device, tile_growth: float
+) -> float:
+    """Median time of the model forwards alone for one image (the Predictor's tile batches, random tiles):
+    what remains of the end-to-end time is tiling, normalisation, blending and copies."""
+    amp = autocast_dtype(device, precision)
+    batches = []
+    for model in models.values():
+        grid = plan_tiles(shape, settings.tile, model.token_size, settings.overlap, tile_growth)
+        sizes = [min(settings.batch, len(grid) - start) for start in range(0, len(grid), settings.batch)]
+        memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        batches += [
+            (
+                model,
+                torch.randn(n, 1, grid.tile, grid.tile, device=device).contiguous(
+                    memory_format=memory_format
+                ),
+            )
+            for n in sizes
+        ]
+    autocast = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()  # as the Predictor
+    times = []
+    with torch.inference_mode(), autocast:
+        for repeat in range(-1, settings.repeats):  # -1: untimed, in case a shape is new to torch.compile
+            start = time.perf_counter()
+            for model, tiles in batches:
+                model(tiles)
+            sync(device)
+            if repeat >= 0:
+                times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def compile_for(model: torch.nn.Module, device: torch.device, profile: Profile) -> torch.nn.Module:
@@ -424,6 +459,8 @@ def compile_for(model: torch.nn.Module, device: torch.device, profile: Profile) 
 
 # -- training ----------------------------------------------------------------------------------------
 def section_train(check: Check, rows: list) -> None:
+    """Each model at the largest batch that fits (searched without cuDNN autotuning, which would tune every
+    size; halved again if the autotuned run runs out of memory); ours compiled at ours' batch."""
     device, profile = check.device, check.profile
     preset = next(iter(profile.presets.values()))
     config = unetr_config(preset, crop_size=profile.train_size)
@@ -431,29 +468,36 @@ def section_train(check: Check, rows: list) -> None:
 
     def measure(name: str, precision: str, build: Callable, compiled: bool, flags: Callable) -> dict:
         torch.manual_seed(0)
-        model = build(config)
+        with torch.device(device):
+            model = build(config)
         with flags() as used:
-            if compiled:  # at the batch found eagerly: one compilation only
+            if compiled:  # one compilation only
                 batch = batches["ours"]
             else:
-                batch = largest_batch(
-                    lambda b: train_steps(model, precision, device, b, profile.train_size, steps=1),
-                    profile.max_batch,
+                with cuda_flags(False, used["tf32_matmul"], used["tf32_cudnn"]):
+                    batch = largest_batch(
+                        lambda b: train_steps(model, precision, device, b, profile.train_size, steps=1),
+                        profile.max_batch,
+                    )
+            while True:
+                settings = SimpleNamespace(
+                    batch=batch,
+                    size=profile.train_size,
+                    steps=profile.steps,
+                    warmup=1,
+                    compile=profile.compile_backend if compiled else None,
+                    peak_tflops=check.args.peak_tflops,
                 )
-                batches[name] = batch
-            settings = SimpleNamespace(
-                batch=batch,
-                size=profile.train_size,
-                steps=profile.steps,
-                warmup=1,
-                compile=profile.compile_backend if compiled else None,
-                peak_tflops=check.args.peak_tflops,
-            )
-            row = bench_train(name, model, precision, device, settings)
-        batch_source = (
-            "eager ours' batch" if compiled else f"largest power of two <= {profile.max_batch} that fits"
-        )
-        return {**row, "batch_source": batch_source, "size": profile.train_size, **used}
+                try:
+                    row = bench_train(name, model, precision, device, settings)
+                    break
+                except (RuntimeError, MemoryError) as exc:
+                    if not is_out_of_memory(exc) or batch == 1:
+                        raise
+                batch //= 2
+                free_memory()
+        batches.setdefault(name, batch)
+        return {**row, "size": profile.train_size, "max_batch_tried": profile.max_batch, **used}
 
     check.attempt(rows, "ours", lambda: measure("ours", "auto", UNETR2D, False, ours_flags))
     check.attempt(rows, "BiaPy UNETR", lambda: measure("BiaPy UNETR", "fp32", BiapyUNETR, False, biapy_flags))
@@ -471,7 +515,8 @@ def section_fp16(check: Check, rows: list) -> None:
         raise Skipped("fp16 autocast with GradScaler needs a CUDA GPU")
     preset = next(iter(profile.presets.values()))
     torch.manual_seed(0)
-    model = UNETR2D(unetr_config(preset, crop_size=profile.train_size))
+    with torch.device(device):
+        model = UNETR2D(unetr_config(preset, crop_size=profile.train_size))
     settings = SimpleNamespace(
         batch=2,
         size=profile.train_size,

@@ -42,6 +42,7 @@ PREDICT: list[Column] = [
     ("Tiles (batch)", lambda r: f"{r['tiles']} ({r['batch']})"),
     ("s / image", lambda r: number(r["seconds"])),
     ("Images / s", lambda r: number(r["images_per_s"])),
+    ("Model forwards s", lambda r: number(r["forward_seconds"])),
     ("TFLOP / image", lambda r: number(r["tflop_per_image"], 4)),
     ("TFLOP/s", lambda r: number(r["achieved_tflops"])),
     ("Of peak", lambda r: percent(r["fraction_of_peak"])),
