@@ -92,6 +92,8 @@ class Predictor:
         validate_tiling(tile_size, overlap, batch_size)
         self.warnings: list[str] = []  # model mismatches worth telling the user (also logged)
         self.device = select_device(device)
+        if self.device.type == "cuda":  # tiles share a few shapes: autotuned convolutions pay off
+            torch.backends.cudnn.benchmark = True
         self.tile_size = tile_size
         self.overlap = overlap
         self.batch_size = batch_size
