@@ -5,7 +5,7 @@
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 export PYTHONPATH="$here/../src${PYTHONPATH:+:$PYTHONPATH}"
-limit="${GPU_CHECK_TIMEOUT:-470}"
+limit="${GPU_CHECK_TIMEOUT:-475}"
 # Each section keeps to its own budget; this outer limit only guards against a hang outside Python.
 timeout --kill-after=10 "$limit" python "$here/gpu_check.py" "$@"
 status=$?

@@ -92,7 +92,7 @@ def table(rows: list[dict], columns: list[Column]) -> list[str]:
     errors = []
     for row in rows:
         if "error" in row:
-            errors.append(f"* {row.get('model', '?')}: failed: `{row['error']}`")
+            errors.append(f"* {row.get('model', '?')}: **failed**: `{row['error']}`")
         else:
             lines.append("| " + " | ".join(text(cell, row) for _, cell in columns) + " |")
     return (lines if len(lines) > 2 else []) + ([""] if errors and len(lines) > 2 else []) + errors

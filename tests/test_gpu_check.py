@@ -5,6 +5,7 @@ goal logic with stand-in sections, and check its FLOP counts against layer-by-la
 """
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -220,7 +221,7 @@ def test_sections_keep_their_budget_and_failures_and_the_report_is_still_written
     saved = json.loads((tmp_path / "gpu_check_cpu_tiny.json").read_text())
     assert saved["sections"]["train"]["results"] == [{"model": "ok", "value": 2}]
     markdown = (tmp_path / "gpu_check_cpu_tiny.md").read_text()
-    assert "**timeout**" in markdown and "big: failed: `OutOfMemoryError: CUDA out of memory`" in markdown
+    assert "**timeout**" in markdown and "big: **failed**: `OutOfMemoryError: CUDA out of memory`" in markdown
 
 
 def test_goals_are_judged_on_cuda():
@@ -259,6 +260,13 @@ def test_goals_are_judged_on_cuda():
         "train_speedup_vs_biapy": (1.5, False),
         "train_mfu": (0.3, False),
     }
+    sections["parity"]["results"].append(
+        {"model": "fixture old_io.pt", "error": "CheckpointError: unreadable"}
+    )
+    (parity,) = [
+        g for g in gpu_check.evaluate_goals(sections, torch.device("cpu")) if g["goal"] == "parity_fp32"
+    ]
+    assert parity["passed"] is False  # a comparison that could not run is not a pass
 
 
 @pytest.mark.parametrize(
@@ -299,3 +307,25 @@ def test_shell_script_runs_the_check(tmp_path):
     report = json.loads((tmp_path / "gpu_check_cpu_tiny.json").read_text())
     assert report["sections"]["parity"]["status"] == "ok"
     assert (tmp_path / "gpu_check_cpu_tiny.md").is_file()
+
+
+def test_parity_checks_every_committed_biapy_fixture(tmp_path, monkeypatch):
+    """Fixtures may sit in sub-folders with ``.pth`` checkpoints (as BiaPy names them); each gets a row."""
+    fixtures = Path(__file__).parent / "fixtures"
+    (tmp_path / "old").mkdir()
+    shutil.copy(fixtures / "biapy_unetr_tiny.pt", tmp_path / "old" / "run.pth")
+    shutil.copy(fixtures / "biapy_unetr_tiny_io.pt", tmp_path / "old" / "run_io.pt")
+    (tmp_path / "broken_io.pt").write_bytes(
+        b""
+    )  # an output without its checkpoint: an error row, not a crash
+    monkeypatch.setattr(gpu_check, "FIXTURES", tmp_path)
+    report = gpu_check.main(
+        ["--tiny", "--device", "cpu", "--sections", "parity", "--output-dir", str(tmp_path)]
+    )
+    rows = {row.get("reference", row.get("model")): row for row in report["sections"]["parity"]["results"]}
+    assert rows["fixture old/run_io.pt (BiaPy 3.7.1)"]["max_abs_diff"] < 1e-4
+    assert (
+        rows["fixture broken_io.pt"]["error"]
+        == "FileNotFoundError: no broken.pt or broken.pth next to broken_io.pt"
+    )
+    assert report["goals"][0]["passed"] is False
