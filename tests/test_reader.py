@@ -16,7 +16,7 @@ def test_manifest_is_valid_and_importable():
         "Fine-tune organelle model",
         "Pretrain encoder (MAE)",
     ]
-    assert [s.key for s in contributions.sample_data] == ["synthetic_case"]
+    assert [s.key for s in contributions.sample_data] == ["synthetic_case", "real_phase_contrast_case"]
     assert contributions.readers and contributions.writers
 
 

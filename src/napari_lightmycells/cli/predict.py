@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..constants import canonical_organelle
 from ..errors import LightMyCellsError, ModelError
+from ..inference.tiling import DEFAULT_OVERLAP
 
 if TYPE_CHECKING:
     import torch
@@ -45,8 +46,15 @@ def add_parser(sub) -> None:
         "--plane", default="best", help="for Z-stacks: 'best' (least blurry), 'all', or an index"
     )
     parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
-    parser.add_argument("--tile-size", type=int, default=1024, help="tile side in pixels (default 1024)")
-    parser.add_argument("--overlap", type=float, default=0.125, help="tile overlap as a fraction of the tile")
+    parser.add_argument(
+        "--tile-size", type=int, help="tile side in pixels (default: the model's training crop size, or 1024)"
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=DEFAULT_OVERLAP,
+        help=f"tile overlap as a fraction of the tile (default {DEFAULT_OVERLAP})",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     parser.add_argument(
         "--precision",

@@ -37,7 +37,15 @@ from ..errors import DataError, LightMyCellsError, ModelError, StopRequested
 from ..events import Callback, Reporter, StopToken
 from .arrays import coarsest_sample, is_lazy, plane_of
 from .cache import ModelCache
-from .tiling import MAX_TILE_GROWTH, TileGrid, overlap_pixels, plan_tiles, predict_grid
+from .tiling import (
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE_SIZE,
+    MAX_TILE_GROWTH,
+    TileGrid,
+    overlap_pixels,
+    plan_tiles,
+    predict_grid,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +68,16 @@ class _LoadedModel:
     model: nn.Module
     normalization: str
     token_size: int
+    crop_size: int | None  # side of the model's training crops, when known
 
 
 class Predictor:
     """Runs organelle models on images of any size, tile by tile.
 
     ``models`` maps organelle names to ``nn.Module`` objects (with a ``token_size`` attribute) or
-    checkpoint paths. ``overlap`` is a fraction of ``tile_size`` (0 to 0.5). ``tile_size`` is rounded
-    down to a multiple of each model's token size; tiles grow up to ``tile_growth`` times that when it
+    checkpoint paths. ``overlap`` is a fraction of ``tile_size`` (0 to 0.5). ``tile_size`` defaults to each
+    model's training crop size (``crop_size``, stored in checkpoints) and is rounded down to a multiple of
+    each model's token size; tiles grow up to ``tile_growth`` times that when it
     means fewer computed pixels (:func:`.tiling.plan_tiles`; 1 keeps the size). Checkpoints come from
     ``cache`` when given (a :class:`.cache.ModelCache` shared between predictions). ``normalization`` overrides the models'
     (checkpoints carry theirs; plain modules default to ``"zscore"``). ``precision`` is ``"auto"`` (bf16 on
@@ -79,8 +89,8 @@ class Predictor:
         self,
         models: Mapping[str, nn.Module | str | os.PathLike],
         device: str | torch.device = "auto",
-        tile_size: int = 1024,
-        overlap: float = 0.125,
+        tile_size: int | None = None,
+        overlap: float = DEFAULT_OVERLAP,
         batch_size: int = 1,
         normalization: str | None = None,
         precision: str = "auto",
@@ -283,10 +293,17 @@ class Predictor:
         model = model.to(self.device).eval()
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        return _LoadedModel(model, normalization or card_normalization or "zscore", token_size)
+        crop_size = getattr(model, "crop_size", None)
+        return _LoadedModel(model, normalization or card_normalization or "zscore", token_size, crop_size)
 
     def _tile_size(self, loaded: _LoadedModel) -> int:
-        return max(loaded.token_size, self.tile_size // loaded.token_size * loaded.token_size)
+        """The requested tile, else the model's training crop (never smaller by default), else 1024 px."""
+        tile = self.tile_size or loaded.crop_size or DEFAULT_TILE_SIZE
+        return max(loaded.token_size, tile // loaded.token_size * loaded.token_size)
+
+    def tile_grid(self, shape: tuple[int, int], organelle: str) -> TileGrid:
+        """The tiles :meth:`predict` runs for a plane of ``shape`` with the model of ``organelle``."""
+        return self._grid(tuple(shape), self.models[_organelle(organelle)])
 
     def _grid(self, shape: tuple[int, int], loaded: _LoadedModel) -> TileGrid:
         return plan_tiles(shape, self._tile_size(loaded), loaded.token_size, self.overlap, self.tile_growth)
@@ -340,11 +357,11 @@ class Predictor:
             torch.cuda.empty_cache()
 
 
-def validate_tiling(tile_size: int, overlap: float, batch_size: int) -> None:
-    """Check tile settings (before any model or image is loaded)."""
-    if tile_size < 1 or batch_size < 1:
+def validate_tiling(tile_size: int | None, overlap: float, batch_size: int) -> None:
+    """Check tile settings (before any model or image is loaded); ``tile_size`` None: the models' own."""
+    if (tile_size is not None and tile_size < 1) or batch_size < 1:
         raise ModelError(f"tile_size and batch_size must be positive, got {tile_size} and {batch_size}.")
-    overlap_pixels(tile_size, overlap)
+    overlap_pixels(tile_size or DEFAULT_TILE_SIZE, overlap)
 
 
 def validate_image(image):

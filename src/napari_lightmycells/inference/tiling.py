@@ -34,6 +34,9 @@ BatchFunction = Callable[[np.ndarray], np.ndarray]
 BatchHook = Callable[[int, int, list[tuple[int, int, int, int]]], None]
 # Largest tile :func:`plan_tiles` considers, as a multiple of the requested tile size.
 MAX_TILE_GROWTH = 1.25
+# Default tile overlap (fraction of the tile) and tile side for models that do not carry their training size.
+DEFAULT_OVERLAP = 0.125
+DEFAULT_TILE_SIZE = 1024
 
 
 def overlap_pixels(tile_size: int, overlap: float) -> int:

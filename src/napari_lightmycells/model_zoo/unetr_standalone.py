@@ -174,6 +174,7 @@ class UNETR2D(nn.Module):
             every = max(1, depth // levels)
             skip_blocks = [every * i for i in range(1, levels)]
         self.token_size = token_size
+        self.crop_size = crop_size
         self.skip_blocks: List[int] = list(skip_blocks)
         self.encoder = ViTEncoder(in_channels, crop_size, token_size, embed_dim, depth, num_heads, mlp_ratio)
         self.decoder = UNETRDecoder(

@@ -136,6 +136,7 @@ class UNETR2D(nn.Module):
         config.validate()
         self.config = config
         self.token_size = config.encoder.token_size
+        self.crop_size = config.encoder.crop_size  # training crop side: the default prediction tile
         self.encoder = ViTEncoder(config.encoder)
         self.decoder = UNETRDecoder(config)
         self._skip_blocks = config.resolved_skip_blocks()

@@ -31,6 +31,7 @@ from ..events import ProgressEvent, StopToken
 from ..hub import ModelEntry
 from ..inference.cache import ModelCache
 from ..inference.predictor import Predictor, resolve_plane
+from ..inference.tiling import DEFAULT_OVERLAP
 from ._tasks import notify_error, start_worker, unless_closed
 from .downloads import ModelDownloads, public_models
 from .export import ExportPanel
@@ -49,7 +50,7 @@ class PredictRequest:
     models: dict[str, Path]  # organelle -> checkpoint
     plane: str | int  # "best", "all" or a plane index
     device: str
-    tile_size: int
+    tile_size: int | None  # None: each model's training size
     overlap: float
     batch_size: int
     precision: str = "auto"
@@ -127,10 +128,11 @@ class PredictWidget(Container):
             choices=PRECISIONS,
             tooltip="auto: bf16 on CUDA, fp32 elsewhere. bf16 is ~1.9x faster on CPUs with AVX512-BF16/AMX.",
         )
-        self.tile_size = SpinBox(label="tile size (px)", min=32, max=8192, step=32, value=1024)
+        self.tile_size = SpinBox(label="tile size (px)", min=0, max=8192, step=32, value=0)
+        self.tile_size.native.setSpecialValueText("model's training size")  # shown for 0
         self.overlap = FloatSpinBox(label="tile overlap", min=0.0, max=0.5, step=0.025)
         self.overlap.native.setDecimals(3)  # magicgui shows 2 decimals, which would round 0.125
-        self.overlap.value = 0.125
+        self.overlap.value = DEFAULT_OVERLAP
         self.batch_size = SpinBox(label="tiles per batch", min=1, max=256, value=1)
         self.predict_button = PushButton(text="Predict")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -286,7 +288,7 @@ class PredictWidget(Container):
             models=models,
             plane=plane,
             device=self.device.value,
-            tile_size=self.tile_size.value,
+            tile_size=self.tile_size.value or None,
             overlap=self.overlap.value,
             batch_size=self.batch_size.value,
             precision=self.precision.value,
