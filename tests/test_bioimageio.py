@@ -16,7 +16,8 @@ pytest.importorskip("bioimageio.spec")
 from bioimageio.spec import load_description, save_bioimageio_package, settings
 from bioimageio.spec.model import v0_5 as spec
 
-from napari_lightmycells.checkpoint import load_model, save_checkpoint
+from napari_lightmycells.checkpoint import save_checkpoint
+from napari_lightmycells.loading import load_model
 from napari_lightmycells.cli import main
 from napari_lightmycells.errors import ModelError
 from napari_lightmycells.inference.predictor import Predictor

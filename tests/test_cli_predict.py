@@ -1,5 +1,6 @@
 import pytest
 import tifffile
+import torch
 
 from napari_lightmycells.checkpoint import save_checkpoint
 from napari_lightmycells.cli import main
@@ -249,3 +250,43 @@ def test_unforeseen_file_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert err.startswith("error: [Errno 28] No space left on device") and err.count("\n") == 1
     with pytest.raises(OSError):
         main(["-v", "models"])
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def unsafe_checkpoint(path):
+    torch.save({"model": {}, "cfg": RunsCode()}, path)
+
+
+def list_checkpoint(path):
+    torch.save([torch.zeros(1)], path)
+
+
+def checkpoint_with_unknown_config_key(path):
+    save_checkpoint(path, create_model("unetr_tiny"), organelle="Nucleus")
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["colour"] = "blue"
+    torch.save(payload, path)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (unsafe_checkpoint, "bad.pt was refused: it stores Python objects (builtins.print)"),
+        (list_checkpoint, "bad.pt holds a list, not a model checkpoint"),
+        (checkpoint_with_unknown_config_key, "bad.pt: the stored model config is not understood"),
+    ],
+    ids=["unsafe", "list", "unknown-config-key"],
+)
+@pytest.mark.parametrize("spec", ["{}", "Nucleus={}"], ids=["bare", "with-organelle"])
+def test_bad_checkpoints_are_one_line_errors(study, tmp_path, capsys, make, expected, spec):
+    make(tmp_path / "bad.pt")
+    code = main(["predict", str(study), "-o", str(tmp_path / "out"), "-m", spec.format(tmp_path / "bad.pt")])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.startswith(f"error: {expected}") and captured.err.count("\n") == 1
+    assert "weights_only" not in captured.err and "this ran" not in captured.out
+    assert not (tmp_path / "out").exists()

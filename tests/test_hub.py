@@ -7,7 +7,8 @@ from functools import partial
 import pytest
 import torch
 
-from napari_lightmycells.checkpoint import load_model, save_checkpoint
+from napari_lightmycells.checkpoint import save_checkpoint
+from napari_lightmycells.loading import load_model
 from napari_lightmycells.errors import ModelError
 from napari_lightmycells.hub import ModelEntry, fetch_model, find_entry, known_models
 from napari_lightmycells.models import create_model

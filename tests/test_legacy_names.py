@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_lightmycells.checkpoint import atomic_save, load_model, read_checkpoint, save_checkpoint
+from napari_lightmycells.checkpoint import atomic_save, read_checkpoint, save_checkpoint
 from napari_lightmycells.cli import build_parser
 from napari_lightmycells.cli.train import COMMON_FLAGS, TRAIN_FLAGS, resolve_config
+from napari_lightmycells.loading import load_model
 from napari_lightmycells.model_zoo.architecture import config_from_standalone_kwargs, standalone_kwargs
 from napari_lightmycells.models import create_model
 from napari_lightmycells.training.config import TrainConfig, load_config

@@ -1,20 +1,23 @@
 """Parity with BiaPy's UNETR: converted weights give BiaPy's outputs (max abs diff < 1e-4, fp32).
 
-A committed fixture (``fixtures/biapy_unetr_tiny.pt``, made by ``fixtures/make_biapy_fixture.py``
-with BiaPy) always runs. With ``pip install biapy`` the tests also build BiaPy models live,
+Committed fixtures always run: ``fixtures/biapy_unetr_tiny.pt`` (made by ``fixtures/make_biapy_fixture.py``
+with BiaPy 3.7) and ``fixtures/biapy343/`` (BiaPy 3.4.3, the version of the published LightMyCells
+models, whose checkpoints pickle a yacs CfgNode). With ``pip install biapy`` the tests also build BiaPy models live,
 including the paper's configuration.
 """
 
 import contextlib
 import io
+import pickle
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from napari_lightmycells.checkpoint import load_model
+from napari_lightmycells.checkpoint import read_checkpoint
 from napari_lightmycells.errors import CheckpointError
+from napari_lightmycells.loading import load_model
 from napari_lightmycells.models import UNETR2D, count_parameters, unetr_config
 from napari_lightmycells.models.biapy import convert_unetr_state_dict, unetr_from_biapy
 
@@ -30,6 +33,28 @@ def test_committed_biapy_checkpoint_reproduces_biapy_output():
     assert card.provenance["source"] == "biapy"
     assert model.config.decoder_norm == "bn" and model.config.kernel_size == 3
     assert model.config.resolved_skip_blocks() == (1, 2)
+
+
+def test_biapy_343_checkpoint_with_yacs_config_loads_and_reproduces_biapy():
+    """Made by BiaPy 3.4.3's own build_model/save_model (fixtures/biapy343): ``cfg`` is a yacs CfgNode."""
+    path = FIXTURES / "biapy343" / "lightmycells_tiny.pth"
+    with pytest.raises(pickle.UnpicklingError):  # why a restricted allow-list is needed at all
+        torch.load(path, weights_only=True)
+    checkpoint = read_checkpoint(path)
+    assert type(checkpoint["cfg"]) is dict and type(checkpoint["cfg"]["MODEL"]) is dict
+    assert checkpoint["cfg"]["MODEL"]["UNETR_DEC_KERNEL_SIZE"] == 9 and "optimizer" in checkpoint
+    model, card = load_model(path)
+    expected = torch.load(FIXTURES / "biapy343" / "lightmycells_tiny_io.pt", weights_only=True)
+    with torch.no_grad():
+        output = model(expected["input"])
+    assert output.shape == expected["output"].shape == (2, 1, 32, 32)
+    assert (output - expected["output"]).abs().max() < 1e-4
+    assert expected["output"].std() > 1e-3  # a real signal, not a constant
+    config = model.config
+    assert (config.decoder_norm, config.decoder_activation, config.kernel_size) == ("bn", "relu", 9)
+    assert (config.decoder_filters, config.resolved_skip_blocks(), config.encoder.patch_size) == (2, (3, 6), 8)
+    assert (config.encoder.embed_dim, config.encoder.depth, config.encoder.num_heads) == (16, 6, 2)
+    assert card.provenance["source"] == "biapy"
 
 
 def test_non_unetr_biapy_checkpoint_is_refused(tmp_path):

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from napari_lightmycells.checkpoint import load_model, read_checkpoint, save_checkpoint
+from napari_lightmycells.checkpoint import read_checkpoint, save_checkpoint
+from napari_lightmycells.loading import load_model
 from napari_lightmycells.data.synthetic import make_synthetic_study
 from napari_lightmycells.errors import CheckpointError
 from napari_lightmycells.events import StopToken

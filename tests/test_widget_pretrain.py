@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_lightmycells.checkpoint import load_model
+from napari_lightmycells.loading import load_model
 from napari_lightmycells.widgets.finetune import FinetuneWidget
 from napari_lightmycells.widgets.pretrain import PretrainWidget
 

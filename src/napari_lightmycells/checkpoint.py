@@ -2,14 +2,18 @@
 provenance (plus, for training runs, everything needed to resume exactly).
 
 Files are written atomically (temporary file in the same folder, fsync, rename), so an
-interrupted save never leaves a truncated checkpoint behind. :func:`load_model` rebuilds the model
-without the caller knowing its config, and also accepts BiaPy UNETR checkpoints.
+interrupted save never leaves a truncated checkpoint behind. :func:`load_checkpoint` rebuilds the
+model without the caller knowing its config, and also accepts BiaPy UNETR checkpoints. Files are read
+with torch's weights-only unpickler, never ``weights_only=False``: a checkpoint naming any Python
+object outside tensors, plain containers and BiaPy's configuration is refused.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +26,13 @@ from . import __version__
 from .errors import CheckpointError
 from .files import atomic_write
 from .models import MAE2D, UNETR2D, MAEConfig, UNETRConfig, build_model
-from .models.biapy import encoder_state_from_biapy_mae, is_biapy_checkpoint, unetr_from_biapy
+from .models.biapy import (
+    BIAPY_PICKLE_GLOBALS,
+    encoder_state_from_biapy_mae,
+    is_biapy_checkpoint,
+    plain_config,
+    unetr_from_biapy,
+)
 
 FORMAT = "napari-lightmycells/checkpoint"
 FORMAT_VERSION = 1
@@ -105,16 +115,46 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint file's raw dict on the CPU, with a clear error for missing or corrupt files."""
+    """Load a checkpoint file's raw dict on the CPU, with a clear error for missing, corrupt, unsafe or
+    foreign files. BiaPy's yacs configuration (``cfg``) comes back as a plain dict."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise CheckpointError(
-            f"{path.name} is not a readable model checkpoint ({type(error).__name__}: {error})"
-        ) from None
+        with torch.serialization.safe_globals(BIAPY_PICKLE_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(_refusal(path, error)) from None
+    except Exception as error:  # noqa: BLE001 - torch raises many types for truncated or foreign files
+        raise CheckpointError(f"{path.name} is not a readable model checkpoint ({one_line(error)})") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path.name} holds a {type(checkpoint).__name__}, not a model checkpoint (a dict).")
+    if isinstance(checkpoint.get("cfg"), dict):
+        checkpoint["cfg"] = plain_config(checkpoint["cfg"])
+    return checkpoint
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """``error`` as ``Type: message`` on one line, shortened to ``limit`` characters."""
+    text = " ".join(str(error).split())
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _refusal(path: Path, error: pickle.UnpicklingError) -> str:
+    """One line saying why torch's weights-only unpickler refused ``path``, without torch's advice to
+    load it with ``weights_only=False``."""
+    try:
+        unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - only zip checkpoints can be listed; else read torch's message
+        unsafe = set(re.findall(r"GLOBAL ([\w.]+) ", str(error)))
+    unsafe -= {name for _, name in BIAPY_PICKLE_GLOBALS}
+    if not unsafe:
+        return f"{path.name} is not a readable model checkpoint (not a PyTorch file, or damaged)."
+    return (
+        f"{path.name} was refused: it stores Python objects ({', '.join(sorted(unsafe)[:5])}) that could run "
+        "code when loaded; only tensors, plain containers and BiaPy configurations are read from checkpoints."
+    )
 
 
 def card_from_checkpoint(checkpoint: dict[str, Any], path: str | None = None) -> ModelCard:
@@ -122,8 +162,15 @@ def card_from_checkpoint(checkpoint: dict[str, Any], path: str | None = None) ->
         raise CheckpointError("Not a napari-lightmycells checkpoint (no format marker).")
     if checkpoint.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError("Checkpoint was written by a newer napari-lightmycells; please upgrade.")
-    kind = checkpoint["kind"]
-    config = (UNETRConfig if kind == "unetr" else MAEConfig).from_dict(checkpoint["config"])
+    kind = checkpoint.get("kind")
+    if kind not in ("unetr", "mae"):
+        name = Path(path or "checkpoint").name
+        raise CheckpointError(f"{name}: unknown model kind {kind!r} (expected 'unetr' or 'mae').")
+    try:
+        config = (UNETRConfig if kind == "unetr" else MAEConfig).from_dict(checkpoint["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        name = Path(path or "checkpoint").name
+        raise CheckpointError(f"{name}: the stored model config is not understood ({one_line(error)}).") from None
     return ModelCard(
         kind=kind,
         config=config,
@@ -135,24 +182,15 @@ def card_from_checkpoint(checkpoint: dict[str, Any], path: str | None = None) ->
     )
 
 
-BIOIMAGEIO_SUFFIXES = (".zip", ".yaml", ".yml")
-
-
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
-    """Rebuild the model stored in ``path`` in eval mode on ``device``: a checkpoint (ours or BiaPy's) or
-    a bioimage.io package (``.zip`` or ``rdf.yaml``, ours or BiaPy's)."""
-    if Path(path).suffix.lower() in BIOIMAGEIO_SUFFIXES:
-        from .model_zoo import import_bioimageio
-
-        model, card = import_bioimageio(path)
-        return model.to(device).eval(), card
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
+    """Rebuild the model stored in checkpoint ``path`` (ours or BiaPy's) in eval mode on ``device``."""
     checkpoint = read_checkpoint(path)
     if is_biapy_checkpoint(checkpoint):
         model = unetr_from_biapy(checkpoint)
         card = ModelCard(
             kind="unetr",
             config=model.config,
-            provenance={"source": "biapy", "biapy_version": str(checkpoint.get("biapy_version"))},
+            provenance={"source": "biapy", "biapy_version": str(checkpoint.get("biapy_version", "unknown"))},
             path=str(path),
         )
         return model.to(device).eval(), card
@@ -160,10 +198,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     model = build_model(card.config)
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{Path(path).name}: weights do not match the stored config ({error})"
-        ) from None
+    except (KeyError, RuntimeError) as error:
+        raise CheckpointError(f"{Path(path).name}: weights do not match the stored config ({one_line(error)})") from None
     return model.to(device).eval(), card
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import ModelCard, load_model
+from ..checkpoint import ModelCard
+from ..loading import load_model
 
 
 class ModelCache:

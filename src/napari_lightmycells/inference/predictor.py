@@ -268,7 +268,7 @@ class Predictor:
     ) -> _LoadedModel:
         card_normalization = None
         if not isinstance(model, nn.Module):
-            from ..checkpoint import load_model
+            from ..loading import load_model
 
             if self.cache is not None:
                 model, card = self.cache.load(model, self.device, self.precision)

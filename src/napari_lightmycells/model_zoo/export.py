@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import FORMAT, FORMAT_VERSION, ModelCard, load_model
+from ..checkpoint import FORMAT, FORMAT_VERSION, ModelCard, load_checkpoint
 from ..constants import CHALLENGE_PERCENTILES
 from ..errors import ModelError
 from ..files import atomic_write, check_new_file
@@ -55,7 +55,7 @@ def export_bioimageio(
     save_bioimageio_package = require_bioimageio().save_bioimageio_package
     from pydantic import ValidationError
 
-    model, card = load_model(checkpoint_path)
+    model, card = load_checkpoint(checkpoint_path)
     if card.kind != "unetr":
         raise ModelError("Only UNETR (organelle prediction) checkpoints can be exported, not MAE encoders.")
     if card.normalization not in ("zscore", "percentile"):

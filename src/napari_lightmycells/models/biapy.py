@@ -1,7 +1,8 @@
 """Load UNETR and MAE weights trained with BiaPy (``biapy`` 3.x on PyPI).
 
 BiaPy checkpoints are ``torch.save`` dicts with the weights under ``"model"`` and the run's
-configuration under ``"cfg"``. The architecture is read from the configuration, cross-checked
+configuration under ``"cfg"`` (a yacs ``CfgNode`` before BiaPy 3.7, read as a plain dict: see
+:data:`BIAPY_PICKLE_GLOBALS`). The architecture is read from the configuration, cross-checked
 against the weight shapes (which alone give the token size, widths, depth, kernel size and
 decoder normalisation), and the parameter names are mapped onto :class:`UNETR2D`.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -19,6 +21,11 @@ from .unetr import UNETR2D, UNETRConfig
 from .vit import ViTConfig
 
 ENCODER_KEYS = ("patch_embed.", "cls_token", "pos_embed", "blocks.")
+# Allowed beyond torch's weights-only defaults: BiaPy < 3.7 pickles its yacs CfgNode (a dict subclass
+# whose instance state is four flags); it is rebuilt as an OrderedDict, never as a yacs object.
+BIAPY_PICKLE_GLOBALS = [(OrderedDict, "yacs.config.CfgNode")]
+# Present in BiaPy < 3.7 UNETRs but never used by their forward pass (a final LayerNorm).
+UNUSED_KEYS = ("norm.",)
 
 
 def is_biapy_checkpoint(checkpoint: dict[str, Any]) -> bool:
@@ -27,6 +34,11 @@ def is_biapy_checkpoint(checkpoint: dict[str, Any]) -> bool:
         and "model" in checkpoint
         and ("cfg" in checkpoint or "biapy_version" in checkpoint)
     )
+
+
+def plain_config(cfg: dict) -> dict[str, Any]:
+    """A loaded BiaPy configuration (CfgNode read as OrderedDict, or a dict) as nested plain dicts."""
+    return {key: plain_config(value) if isinstance(value, dict) else value for key, value in cfg.items()}
 
 
 def _biapy_decoder_norm(state: dict[str, torch.Tensor]) -> str:
@@ -43,7 +55,7 @@ def unetr_config_from_biapy(cfg: dict[str, Any], state: dict[str, torch.Tensor])
         raise CheckpointError(f"BiaPy checkpoint holds a {model_cfg['ARCHITECTURE']!r} model, not a UNETR.")
     try:
         proj = state["patch_embed.proj.weight"]
-        head = state["heads.0.weight"]
+        head = state["heads.0.weight"] if "heads.0.weight" in state else state["last_block.weight"]
         first_conv = state["two_yellow_layers.0.block.0.block.0.weight"]
     except KeyError as missing:
         raise CheckpointError(f"Not a BiaPy UNETR state dict: parameter {missing} is missing.") from None
@@ -54,7 +66,9 @@ def unetr_config_from_biapy(cfg: dict[str, Any], state: dict[str, torch.Tensor])
     mult = int(model_cfg.get("UNETR_VIT_HIDD_MULT", -1))
     if mult <= 0:
         mult = max(1, depth // levels)
-    activation = str(model_cfg.get("ACTIVATION", model_cfg.get("UNETR_DEC_ACTIVATION", "elu"))).lower()
+    # BiaPy < 3.7 names the UNETR decoder's activation UNETR_DEC_ACTIVATION (ACTIVATION is the U-Nets');
+    # BiaPy 3.7 uses ACTIVATION for every model.
+    activation = str(model_cfg.get("UNETR_DEC_ACTIVATION", model_cfg.get("ACTIVATION", "elu"))).lower()
     return UNETRConfig(
         encoder=ViTConfig(
             in_channels=int(in_channels),
@@ -83,6 +97,8 @@ def convert_unetr_state_dict(state: dict[str, torch.Tensor], levels: int) -> dic
             new = "encoder." + key
         elif key.startswith("ln_pre."):
             continue  # identity layer outside SAM-3 backbones; holds no weights
+        elif key.startswith(UNUSED_KEYS):
+            continue
         else:
             yellow = re.match(r"two_yellow_layers\.(\d+)\.(.*)", key)
             if yellow:
@@ -95,6 +111,7 @@ def convert_unetr_state_dict(state: dict[str, torch.Tensor], levels: int) -> dic
                     ("up_green_layers.", "decoder.upsamplers."),
                     ("bottleneck.", "decoder.bottleneck."),
                     ("heads.0.", "decoder.head."),
+                    ("last_block.", "decoder.head."),  # BiaPy < 3.7
                 ):
                     if key.startswith(old):
                         new = ours + key[len(old) :]
