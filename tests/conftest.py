@@ -1,9 +1,15 @@
-"""Shared fixtures: a tiny organelle checkpoint, a small synthetic LightMyCells study, the real studies and a
-tiny model fine-tuned on a real crop."""
+"""Shared fixtures: a tiny organelle checkpoint, a small synthetic LightMyCells study, the real studies, a
+tiny model fine-tuned on a real crop and a local model download server."""
 
 import dataclasses
+import hashlib
+import http.server
+import threading
+from collections import namedtuple
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import torch
@@ -136,3 +142,100 @@ def real_trained_nucleus(real_studies, tmp_path_factory):
     planes = [read_image(plane.path).data[rows, columns] for plane in case.planes()]
     target = read_image(case.targets["Nucleus"]).data[rows, columns]
     return SimpleNamespace(checkpoint=result.last_path, planes=planes, target=target, steps=result.step)
+
+
+DRIVE_ID = "1aBcDeFgHiJkLmNoP_-q"
+CHUNK = 1 << 20
+Server = namedtuple("Server", "base url sha requests size release drive_id")
+
+
+def confirmation_page(base: str) -> bytes:
+    """Google Drive's answer for a file too large to scan, as one line (gdown parses the form)."""
+    return (
+        "<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>"
+        "<p>Google Drive can't scan this file for viruses.</p>"
+        f'<form id="download-form" action="{base}/download" method="get">'
+        '<input type="submit" value="Download anyway"/>'
+        f'<input type="hidden" name="id" value="{DRIVE_ID}"><input type="hidden" name="export" value="download">'
+        '<input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="1234-abcd"></form>'
+        "</body></html>\n"
+    ).encode()
+
+
+@pytest.fixture
+def model_server(tmp_path):
+    """A local HTTP server on 127.0.0.1 for download tests (never the internet). Serves a tiny Nucleus
+    checkpoint as ``/files/nucleus.pt`` and through a Google Drive look-alike: ``/uc?id=DRIVE_ID`` answers
+    with Drive's confirmation page for large files, whose form leads to ``/download`` (``/uc-small``: the
+    file at once, ``/uc-quota``: Drive's error page). ``/slow`` sends 1 MiB, then the rest (3 MiB in all)
+    once ``release`` is set. ``requests`` lists the paths asked for."""
+    root = tmp_path / "server"
+    root.mkdir()
+    path = save_checkpoint(root / "nucleus.pt", create_model("unetr_tiny"), organelle="Nucleus")
+    data = path.read_bytes()
+    requests = []
+    release = threading.Event()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            parts = urlsplit(self.path)
+            query = parse_qs(parts.query)
+            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if parts.path == "/uc" and query.get("id") == [DRIVE_ID]:
+                self.reply(confirmation_page(base), "text/html; charset=utf-8")
+            elif parts.path == "/uc-small" and query.get("id") == [DRIVE_ID]:
+                self.reply(data, "application/octet-stream")
+            elif parts.path == "/uc-quota":
+                page = '<html><body><p class="uc-error-subcaption">Too many users have viewed or downloaded this file recently.</p></body></html>'
+                self.reply(page.encode(), "text/html")
+            elif (
+                parts.path == "/download"
+                and query.get("confirm") == ["t"]
+                and query.get("uuid") == ["1234-abcd"]
+            ):
+                self.reply(data, "application/octet-stream")
+            elif parts.path == "/slow":
+                self.send_response(200)
+                self.send_header("Content-Length", str(3 * CHUNK))
+                self.end_headers()
+                self.wfile.write(bytes(CHUNK))
+                self.wfile.flush()
+                release.wait(timeout=30)
+                self.wfile.write(bytes(2 * CHUNK))
+            elif parts.path.startswith("/files/"):
+                self.path = parts.path[len("/files") :]
+                super().do_GET()
+            else:
+                self.send_error(404)
+
+        def reply(self, body: bytes, content_type: str):
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    class QuietServer(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass  # a client that hung up: a cancelled download
+
+    httpd = QuietServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield Server(
+        base,
+        f"{base}/files/nucleus.pt",
+        hashlib.sha256(data).hexdigest(),
+        requests,
+        len(data),
+        release,
+        DRIVE_ID,
+    )
+    release.set()
+    httpd.shutdown()
+    httpd.server_close()

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from napari_lightmycells.background import TrainingJob, portable_error, portable_event
-from napari_lightmycells.loading import load_model
 from napari_lightmycells.data.synthetic import make_synthetic_study
 from napari_lightmycells.errors import DataError
 from napari_lightmycells.events import ProgressEvent
+from napari_lightmycells.loading import load_model
 from napari_lightmycells.training.config import TrainConfig
 
 

@@ -17,10 +17,10 @@ from bioimageio.spec import load_description, save_bioimageio_package, settings
 from bioimageio.spec.model import v0_5 as spec
 
 from napari_lightmycells.checkpoint import save_checkpoint
-from napari_lightmycells.loading import load_model
 from napari_lightmycells.cli import main
 from napari_lightmycells.errors import ModelError
 from napari_lightmycells.inference.predictor import Predictor
+from napari_lightmycells.loading import load_model
 from napari_lightmycells.model_zoo import export_bioimageio, import_bioimageio
 from napari_lightmycells.model_zoo.architecture import standalone_kwargs
 from napari_lightmycells.model_zoo.unetr_standalone import UNETR2D as StandaloneUNETR2D

@@ -52,7 +52,11 @@ def test_biapy_343_checkpoint_with_yacs_config_loads_and_reproduces_biapy():
     assert expected["output"].std() > 1e-3  # a real signal, not a constant
     config = model.config
     assert (config.decoder_norm, config.decoder_activation, config.kernel_size) == ("bn", "relu", 9)
-    assert (config.decoder_filters, config.resolved_skip_blocks(), config.encoder.patch_size) == (2, (3, 6), 8)
+    assert (config.decoder_filters, config.resolved_skip_blocks(), config.encoder.token_size) == (
+        2,
+        (3, 6),
+        8,
+    )
     assert (config.encoder.embed_dim, config.encoder.depth, config.encoder.num_heads) == (16, 6, 2)
     assert card.provenance["source"] == "biapy"
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from napari_lightmycells.checkpoint import read_checkpoint, save_checkpoint
-from napari_lightmycells.loading import load_model
 from napari_lightmycells.data.synthetic import make_synthetic_study
 from napari_lightmycells.errors import CheckpointError
 from napari_lightmycells.events import StopToken
+from napari_lightmycells.loading import load_model
 from napari_lightmycells.models import MAE2D, UNETR_PRESETS, mae_config
 from napari_lightmycells.training.config import TrainConfig
 from napari_lightmycells.training.distributed import DistEnv

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from napari_lightmycells.checkpoint import load_encoder_state
-from napari_lightmycells.loading import load_model
 from napari_lightmycells.data.synthetic import make_synthetic_study
+from napari_lightmycells.loading import load_model
 from napari_lightmycells.training.config import PretrainConfig, TrainConfig, load_config
 from napari_lightmycells.training.finetune import build_unetr
 

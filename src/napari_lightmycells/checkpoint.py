@@ -125,10 +125,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(_refusal(path, error)) from None
-    except Exception as error:  # noqa: BLE001 - torch raises many types for truncated or foreign files
+    except Exception as error:
         raise CheckpointError(f"{path.name} is not a readable model checkpoint ({one_line(error)})") from None
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path.name} holds a {type(checkpoint).__name__}, not a model checkpoint (a dict).")
+        raise CheckpointError(
+            f"{path.name} holds a {type(checkpoint).__name__}, not a model checkpoint (a dict)."
+        )
     if isinstance(checkpoint.get("cfg"), dict):
         checkpoint["cfg"] = plain_config(checkpoint["cfg"])
     return checkpoint
@@ -146,7 +148,7 @@ def _refusal(path: Path, error: pickle.UnpicklingError) -> str:
     load it with ``weights_only=False``."""
     try:
         unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # noqa: BLE001 - only zip checkpoints can be listed; else read torch's message
+    except Exception:
         unsafe = set(re.findall(r"GLOBAL ([\w.]+) ", str(error)))
     unsafe -= {name for _, name in BIAPY_PICKLE_GLOBALS}
     if not unsafe:
@@ -170,7 +172,9 @@ def card_from_checkpoint(checkpoint: dict[str, Any], path: str | None = None) ->
         config = (UNETRConfig if kind == "unetr" else MAEConfig).from_dict(checkpoint["config"])
     except (KeyError, TypeError, ValueError) as error:
         name = Path(path or "checkpoint").name
-        raise CheckpointError(f"{name}: the stored model config is not understood ({one_line(error)}).") from None
+        raise CheckpointError(
+            f"{name}: the stored model config is not understood ({one_line(error)})."
+        ) from None
     return ModelCard(
         kind=kind,
         config=config,
@@ -182,7 +186,9 @@ def card_from_checkpoint(checkpoint: dict[str, Any], path: str | None = None) ->
     )
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelCard]:
     """Rebuild the model stored in checkpoint ``path`` (ours or BiaPy's) in eval mode on ``device``."""
     checkpoint = read_checkpoint(path)
     if is_biapy_checkpoint(checkpoint):
@@ -199,7 +205,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)
     except (KeyError, RuntimeError) as error:
-        raise CheckpointError(f"{Path(path).name}: weights do not match the stored config ({one_line(error)})") from None
+        raise CheckpointError(
+            f"{Path(path).name}: weights do not match the stored config ({one_line(error)})"
+        ) from None
     return model.to(device).eval(), card
 
 

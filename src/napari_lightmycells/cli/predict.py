@@ -38,9 +38,9 @@ def add_parser(sub) -> None:
         action="append",
         default=[],
         metavar="[ORGANELLE=]MODEL",
-        help="checkpoint file (ours or BiaPy's), bioimage.io package (.zip) or registered model name; "
-        "repeat for several organelles. "
-        "The organelle is read from the checkpoint when not given.",
+        help="checkpoint file (ours or BiaPy's), bioimage.io package (.zip) or registered model name "
+        "(--list-models); repeat for several organelles. "
+        "The organelle is read from the checkpoint or the registry when not given.",
     )
     parser.add_argument(
         "--plane", default="best", help="for Z-stacks: 'best' (least blurry), 'all', or an index"
@@ -75,26 +75,56 @@ def add_parser(sub) -> None:
     parser.add_argument("--list-models", action="store_true", help="list registered public models and exit")
 
 
+def split_model_spec(spec: str) -> tuple[str, str]:
+    """``[ORGANELLE=]MODEL`` -> (canonical organelle or "", MODEL); MODEL may itself contain '='."""
+    head, sep, tail = spec.partition("=")
+    if not sep or Path(spec).exists() or "/" in head or "\\" in head or "." in head:
+        return "", spec
+    try:
+        return canonical_organelle(head), tail
+    except ValueError as error:
+        raise ModelError(str(error)) from None
+
+
 def resolve_model(spec: str, cache: ModelCache, device: torch.device, precision: str) -> tuple[str, Path]:
     """``[ORGANELLE=]MODEL`` -> (organelle, checkpoint or bioimage.io package), downloading registered models.
 
     A model whose organelle is read from its file is loaded into ``cache``, where the predictor finds it."""
     from ..hub import fetch_model, find_entry
+    from .progress import ProgressBar
 
-    organelle, _, model = spec.rpartition("=")
+    organelle, model = split_model_spec(spec)
     path = Path(model)
     if not path.exists():
+        if "/" in model or "\\" in model:
+            raise ModelError(f"Model file not found: {model}")
         entry = find_entry(model)
-        path = fetch_model(entry)
+        bar = ProgressBar(f"download {entry.name}")
+        path = fetch_model(entry, callbacks=[bar])
+        bar.close()
         organelle = organelle or entry.organelle
     if not organelle:
         organelle = cache.load(path, device, precision)[1].organelle or ""
         if not organelle:
             raise ModelError(f"{path.name} does not say which organelle it predicts; use ORGANELLE={path}.")
-    try:
-        return canonical_organelle(organelle), path
-    except ValueError as error:
-        raise ModelError(str(error)) from None
+    return canonical_organelle(organelle), path
+
+
+def list_models() -> None:
+    """Print the registry: name, organelle, whether it is downloaded, description, source, licence, citation."""
+    from ..hub import cache_dir, cached_path, known_models
+
+    entries = known_models()
+    for entry in entries:
+        state = "downloaded" if cached_path(entry) else "not downloaded"
+        print(f"{entry.name:<28} {entry.organelle:<13} {state:<15} {entry.description}")
+        for label, value in (("source", entry.source), ("licence", entry.licence), ("cite", entry.citation)):
+            if value:
+                print(f"    {label}: {value}")
+    if entries:
+        print(f"Use one with -m NAME; it is downloaded once into {cache_dir()} (LIGHTMYCELLS_CACHE).")
+    else:
+        print("No registered models (set LIGHTMYCELLS_REGISTRY to a JSON list to add your lab's).")
 
 
 def parse_plane(value: str) -> int | str:
@@ -107,16 +137,11 @@ def parse_plane(value: str) -> int | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hub import known_models
     from ..inference.predictor import validate_tiling
     from ..training.distributed import session
 
     if args.list_models:
-        entries = known_models()
-        for entry in entries:
-            print(f"{entry.name:<28} {entry.organelle:<13} {entry.description}")
-        if not entries:
-            print("No registered models (set LIGHTMYCELLS_REGISTRY to a JSON list to add your lab's).")
+        list_models()
         return 0
     if not args.inputs or not args.output:
         raise LightMyCellsError("Give input files or folders and --output (see lightmycells predict -h).")
@@ -149,7 +174,11 @@ def _predict_shard(args: argparse.Namespace, plane, device, env: DistEnv) -> lis
     from .progress import ProgressBar
 
     cache = ModelCache()
+    if not env.is_main:
+        barrier(env)  # the main process downloads registered models first; the others then find them cached
     models = dict(resolve_model(spec, cache, device, args.precision) for spec in args.model)
+    if env.is_main:
+        barrier(env)
     predictor = Predictor(
         models,
         device=device,
