@@ -1,4 +1,3 @@
-import hashlib
 import json
 
 import numpy as np
@@ -109,23 +108,18 @@ def test_bad_inputs_become_error_notifications(
 
 
 def test_public_model_is_downloaded_then_used(
-    make_napari_viewer, tiny_checkpoint, tmp_path, monkeypatch, qtbot, notifications
+    make_napari_viewer, model_server, tmp_path, monkeypatch, qtbot, notifications
 ):
-    sha256 = hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
     registry = tmp_path / "models.json"
-    registry.write_text(
-        json.dumps(
-            [
-                {
-                    "name": "tiny-nucleus-pc",
-                    "organelle": "Nucleus",
-                    "modality": ["PC"],
-                    "url": tiny_checkpoint.as_uri(),
-                    "sha256": sha256,
-                }
-            ]
-        )
-    )
+    entry = {
+        "name": "tiny-nucleus-pc",
+        "organelle": "Nucleus",
+        "modality": ["PC"],
+        "url": model_server.url,
+        "sha256": model_server.sha,
+        "licence": "CC-BY 4.0",
+    }
+    registry.write_text(json.dumps([entry]))
     monkeypatch.setenv("LIGHTMYCELLS_REGISTRY", str(registry))
     monkeypatch.setenv("LIGHTMYCELLS_CACHE", str(tmp_path / "cache"))
     viewer = make_napari_viewer()
@@ -133,16 +127,59 @@ def test_public_model_is_downloaded_then_used(
     widget.tile_size.value = 64
     viewer.add_image(np.random.rand(64, 64), name="cells", metadata={"modality": "BF"})
 
+    assert "licence: CC-BY 4.0" in widget.rows["Nucleus"].source.tooltip
     widget.rows["Nucleus"].source.value = "tiny-nucleus-pc"
     assert widget.rows["Nucleus"].file.native.isHidden()
     qtbot.waitUntil(lambda: widget.status.value == "Downloaded tiny-nucleus-pc", timeout=TIMEOUT_MS)
-    assert len(list((tmp_path / "cache").glob("tiny-nucleus-pc-*.pt"))) == 1
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["tiny-nucleus-pc.pt"]
 
     for _ in range(2):  # predicting again replaces the layer
         predict(qtbot, widget)
     assert [layer.name for layer in viewer.layers] == ["cells", "cells Nucleus"]
     assert viewer.layers["cells Nucleus"].data.shape == (64, 64)
     assert any(n.severity == "warning" and "trained on PC" in n.message for n in notifications)
+
+
+def test_drive_download_shows_its_checksum_and_cancels_from_the_activity_dock(
+    make_napari_viewer, model_server, tmp_path, monkeypatch, qtbot, notifications
+):
+    from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
+
+    registry = tmp_path / "models.json"
+    registry.write_text(
+        json.dumps(
+            [
+                {"name": "drive-actin", "organelle": "Actin", "drive_id": model_server.drive_id},
+                {"name": "slow-actin", "organelle": "Actin", "url": f"{model_server.base}/slow"},
+            ]
+        )
+    )
+    monkeypatch.setenv("LIGHTMYCELLS_REGISTRY", str(registry))
+    monkeypatch.setenv("LIGHTMYCELLS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LIGHTMYCELLS_DRIVE_URL", f"{model_server.base}/uc")
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-lightmycells", WIDGET)
+
+    widget.rows["Actin"].source.value = "drive-actin"  # Drive's confirmation page, then trust on first use
+    qtbot.waitUntil(lambda: widget.status.value == "Downloaded drive-actin", timeout=TIMEOUT_MS)
+    assert any(n.severity == "info" and model_server.sha in n.message for n in notifications)
+
+    widget.rows["Actin"].source.value = "slow-actin"
+    bars = lambda: [
+        b
+        for b in viewer.window._qt_window.findChildren(QtLabeledProgressBar)  # noqa: E731
+        if b.progress is not None and b.progress.desc == "Downloading slow-actin"
+    ]
+    qtbot.waitUntil(lambda: bars() and bars()[0].progress.n > 0, timeout=TIMEOUT_MS)
+    assert not bars()[0].cancel_button.isHidden()
+    bars()[0].cancel_button.click()
+    model_server.release.set()  # the server sends the rest; the next chunk stops the download
+    qtbot.waitUntil(lambda: widget.status.value == "Download of slow-actin cancelled", timeout=TIMEOUT_MS)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "drive-actin.pth",
+        "drive-actin.pth.sha256",
+    ]
+    assert not any(n.severity == "error" for n in notifications)
 
 
 def test_closing_the_viewer_stops_a_running_prediction(viewer_and_widget, tiny_checkpoint, qtbot):

@@ -6,11 +6,13 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from napari.utils import progress
+from napari.utils import cancelable_progress
+from napari.utils.notifications import show_info
 from superqt.utils import ensure_main_thread
 
 from ..constants import ORGANELLES, canonical_organelle
-from ..errors import ModelError
+from ..errors import ModelError, StopRequested
+from ..events import ProgressEvent, StopToken
 from ..hub import ModelEntry, fetch_model, known_models
 from ._tasks import notify_error, start_worker, unless_closed
 
@@ -28,31 +30,45 @@ def public_models() -> dict[str, list[ModelEntry]]:
     return by_organelle
 
 
-class ModelDownloads:
-    """Downloads public models, each once, in worker threads, with a napari progress bar each.
+def describe(entry: ModelEntry) -> str:
+    """Tooltip text for a public model: what it is, where it comes from, its licence and citation."""
+    lines = [f"{entry.name}: {entry.description or entry.organelle}"]
+    lines += [
+        f"{label}: {value}"
+        for label, value in (("source", entry.source), ("licence", entry.licence), ("cite", entry.citation))
+        if value
+    ]
+    return "\n".join(lines)
 
-    ``show_status`` receives one-line status messages; :meth:`close` ignores what workers send later.
+
+class ModelDownloads:
+    """Downloads public models, each once, in worker threads, each with a cancelable progress bar in
+    napari's activity dock.
+
+    ``show_status`` receives one-line status messages; :meth:`close` cancels running downloads and
+    ignores what workers send later.
     """
 
     def __init__(self, show_status: Callable[[str], None]):
         self.show_status = show_status
         self.paths: dict[str, Path] = {}
-        self.running: set[str] = set()
+        self.running: dict[str, StopToken] = {}
         self._closed = False
 
     def start(self, entry: ModelEntry) -> None:
-        """Download ``entry`` unless it is downloaded or downloading."""
+        """Download ``entry`` (or check its cached copy) unless it is done or under way."""
         name = entry.name
         if name in self.paths or name in self.running:
             return
-        self.running.add(name)
+        stop = self.running[name] = StopToken()
         self.show_status(f"Downloading {name}…")
-        bar = progress(total=0, desc=f"Downloading {name}")
+        bar = cancelable_progress(total=0, desc=f"Downloading {name}", cancel_callback=stop.request)
         start_worker(
             fetch_model,
             entry,
             None,
-            partial(self._on_progress, bar),
+            [partial(self._on_event, bar, stop)],
+            stop,
             returned=partial(self._on_downloaded, name),
             errored=partial(self._on_failed, name),
             finished=partial(self._on_finished, name, bar),
@@ -67,12 +83,24 @@ class ModelDownloads:
 
     def close(self) -> None:
         self._closed = True
+        for stop in self.running.values():
+            stop.request()
+
+    def _on_event(self, bar: cancelable_progress, stop: StopToken, event: ProgressEvent) -> None:
+        if (
+            bar.is_canceled
+        ):  # Cancel clicked in the activity dock (in the worker thread: stops the next chunk)
+            stop.request()
+        self._show_event(bar, event)
 
     @ensure_main_thread
-    def _on_progress(self, bar: progress, done: int, total: int | None) -> None:
-        if total and bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
+    def _show_event(self, bar: cancelable_progress, event: ProgressEvent) -> None:
+        if event.kind == "step":
+            if event.total and bar.total != event.total:
+                bar.total = event.total
+            bar.update(event.step - bar.n)
+        elif event.kind == "log" and not self._closed:
+            show_info(event.message)  # the SHA-256 recorded at a first download (trust on first use)
 
     @unless_closed
     def _on_downloaded(self, name: str, path: Path) -> None:
@@ -81,9 +109,12 @@ class ModelDownloads:
 
     @unless_closed
     def _on_failed(self, name: str, error: Exception) -> None:
+        if isinstance(error, StopRequested):
+            self.show_status(f"Download of {name} cancelled")
+            return
         self.show_status(f"Download of {name} failed")
         notify_error(error, f"Downloading {name}")
 
-    def _on_finished(self, name: str, bar: progress) -> None:
-        self.running.discard(name)
+    def _on_finished(self, name: str, bar: cancelable_progress) -> None:
+        self.running.pop(name, None)
         bar.close()

@@ -33,7 +33,7 @@ from ..inference.cache import ModelCache
 from ..inference.predictor import Predictor, resolve_plane
 from ..inference.tiling import DEFAULT_OVERLAP
 from ._tasks import notify_error, start_worker, unless_closed
-from .downloads import ModelDownloads, public_models
+from .downloads import ModelDownloads, describe, public_models
 from .export import ExportPanel
 
 CHECKPOINT_FILE = "checkpoint file…"
@@ -94,7 +94,8 @@ class ModelRow(Container):
         self.public = {entry.name: entry for entry in public}
         self.selected = CheckBox(text=organelle, value=organelle == "Nucleus")
         self.source = ComboBox(
-            choices=[CHECKPOINT_FILE, *self.public], tooltip=f"Model predicting {organelle}"
+            choices=[CHECKPOINT_FILE, *self.public],
+            tooltip="\n\n".join([f"Model predicting {organelle}", *map(describe, public)]),
         )
         self.file = FileEdit(
             mode="r",
