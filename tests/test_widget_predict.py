@@ -165,11 +165,15 @@ def test_drive_download_shows_its_checksum_and_cancels_from_the_activity_dock(
     assert any(n.severity == "info" and model_server.sha in n.message for n in notifications)
 
     widget.rows["Actin"].source.value = "slow-actin"
-    bars = lambda: [
-        b
-        for b in viewer.window._qt_window.findChildren(QtLabeledProgressBar)  # noqa: E731
-        if b.progress is not None and b.progress.desc == "Downloading slow-actin"
-    ]
+
+    def bars():
+        """The activity dock's progress bars of that download."""
+        return [
+            b
+            for b in viewer.window._qt_window.findChildren(QtLabeledProgressBar)
+            if b.progress is not None and b.progress.desc == "Downloading slow-actin"
+        ]
+
     qtbot.waitUntil(lambda: bars() and bars()[0].progress.n > 0, timeout=TIMEOUT_MS)
     assert not bars()[0].cancel_button.isHidden()
     bars()[0].cancel_button.click()
