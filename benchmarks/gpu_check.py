@@ -50,9 +50,9 @@ from bench_train import train_steps
 from gpu_check_report import render_markdown
 from torch.nn.parallel import DistributedDataParallel
 
-from napari_lightmycells.checkpoint import load_model
 from napari_lightmycells.devices import autocast_dtype, is_out_of_memory, select_device
 from napari_lightmycells.inference.tiling import MAX_TILE_GROWTH, count_tiles, plan_tiles
+from napari_lightmycells.loading import load_model
 from napari_lightmycells.models import ORGANELLE_PRESETS, UNETR2D, unetr_config
 from napari_lightmycells.models.biapy import unetr_from_biapy
 from napari_lightmycells.training import distributed
