@@ -12,9 +12,7 @@ Prints a table and writes ``benchmarks/results/predict_<device>.json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import io
 import json
 import os
 import platform
@@ -32,6 +30,7 @@ from napari_lightmycells.devices import autocast_dtype, select_device
 from napari_lightmycells.inference.predictor import Predictor
 from napari_lightmycells.inference.tiling import MAX_TILE_GROWTH, plan_tiles
 from napari_lightmycells.models import UNETRConfig, create_model, unetr_config
+from napari_lightmycells.models.biapy import biapy_unetr
 
 # Dense (no sparsity) bf16 tensor-core peaks (TFLOP/s) from NVIDIA data sheets, matched in this order
 # against the device name ("NVIDIA H100 80GB HBM3" is the SXM card).
@@ -51,31 +50,10 @@ class BiapyUNETR(nn.Module):
 
     def __init__(self, config: UNETRConfig | None = None):
         super().__init__()
-        from biapy.models.unetr import UNETR
-
         config = config or unetr_config("unetr_paper")
-        encoder, skips = config.encoder, config.resolved_skip_blocks()
-        mult = skips[0]
-        if skips != tuple(mult * i for i in range(1, len(skips) + 1)):
-            raise ValueError(f"BiaPy takes its skips from every n-th block; {skips} is not such a sequence")
-        self.token_size = encoder.token_size
-        self.hidden_mult = mult
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.net = UNETR(
-                input_shape=(encoder.crop_size, encoder.crop_size, encoder.in_channels),
-                patch_size=encoder.token_size,
-                embed_dim=encoder.embed_dim,
-                depth=encoder.depth,
-                num_heads=encoder.num_heads,
-                mlp_ratio=encoder.mlp_ratio,
-                num_filters=config.decoder_filters,
-                output_channels=[config.out_channels],
-                output_channel_info=["F"],
-                decoder_activation=config.decoder_activation,
-                ViT_hidd_mult=mult,
-                normalization=config.decoder_norm,
-                k_size=config.kernel_size,
-            )
+        self.token_size = config.encoder.token_size
+        self.hidden_mult = config.resolved_skip_blocks()[0]  # BiaPy's ViT_hidd_mult
+        self.net = biapy_unetr(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)

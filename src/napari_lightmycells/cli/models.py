@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 
 
 def add_parser(sub) -> None:
@@ -19,27 +17,9 @@ def add_parser(sub) -> None:
 
 def biapy_parameter_count(config) -> int:
     """Parameters of BiaPy's UNETR built with ``config`` (a :class:`UNETRConfig`)."""
-    from biapy.models.unetr import UNETR
+    from ..models.biapy import biapy_unetr
 
-    enc = config.encoder
-    skips = config.resolved_skip_blocks()
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = UNETR(
-            input_shape=(enc.crop_size, enc.crop_size, enc.in_channels),
-            patch_size=enc.token_size,
-            embed_dim=enc.embed_dim,
-            depth=enc.depth,
-            num_heads=enc.num_heads,
-            mlp_ratio=enc.mlp_ratio,
-            num_filters=config.decoder_filters,
-            output_channels=[config.out_channels],
-            output_channel_info=["F"],
-            decoder_activation=config.decoder_activation,
-            ViT_hidd_mult=skips[0],
-            normalization=config.decoder_norm,
-            k_size=config.kernel_size,
-        )
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in biapy_unetr(config).parameters())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -139,3 +139,33 @@ def encoder_state_from_biapy_mae(checkpoint: dict[str, Any]) -> dict[str, torch.
     """Encoder weights (our names, without the ``encoder.`` prefix) from a BiaPy MAE checkpoint."""
     state = checkpoint.get("model", checkpoint)
     return {k: v for k, v in state.items() if k.startswith(ENCODER_KEYS)}
+
+
+def biapy_unetr(config: UNETRConfig) -> torch.nn.Module:
+    """BiaPy's own UNETR with the hyper-parameters of ``config`` (for comparisons; needs ``pip install biapy``)."""
+    import contextlib
+    import io
+
+    from biapy.models.unetr import UNETR
+
+    encoder, skips = config.encoder, config.resolved_skip_blocks()
+    if skips != tuple(skips[0] * i for i in range(1, len(skips) + 1)):
+        raise ValueError(
+            f"BiaPy takes its skips from every n-th encoder block; {skips} is not such a sequence."
+        )
+    with contextlib.redirect_stdout(io.StringIO()):  # BiaPy prints what it builds
+        return UNETR(
+            input_shape=(encoder.crop_size, encoder.crop_size, encoder.in_channels),
+            patch_size=encoder.token_size,
+            embed_dim=encoder.embed_dim,
+            depth=encoder.depth,
+            num_heads=encoder.num_heads,
+            mlp_ratio=encoder.mlp_ratio,
+            num_filters=config.decoder_filters,
+            output_channels=[config.out_channels],
+            output_channel_info=["F"],
+            decoder_activation=config.decoder_activation,
+            ViT_hidd_mult=skips[0],
+            normalization=config.decoder_norm,
+            k_size=config.kernel_size,
+        )
