@@ -71,15 +71,16 @@ def test_drive_error_page_is_a_clear_error_and_keeps_nothing(model_server, tmp_p
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-def test_interrupted_first_use_downloads_again(model_server, tmp_path, monkeypatch):
+def test_cached_copy_without_a_record_is_recorded_not_downloaded(model_server, tmp_path, monkeypatch):
+    """A copy pooch completed but whose record was never written (process killed in between) is trusted once."""
     monkeypatch.setenv("LIGHTMYCELLS_DRIVE_URL", f"{model_server.base}/uc-small")
     path = fetch_model(drive_entry(model_server), cache=tmp_path / "cache")
-    path.with_name(path.name + ".sha256").unlink()
-    path.write_bytes(b"half a file")
-    assert fetch_model(drive_entry(model_server), cache=tmp_path / "cache") == path
-    assert (
-        len(model_server.requests) == 2 and hashlib.sha256(path.read_bytes()).hexdigest() == model_server.sha
-    )
+    record = path.with_name(path.name + ".sha256")
+    record.unlink()
+    events = []
+    assert fetch_model(drive_entry(model_server), cache=tmp_path / "cache", callbacks=[events.append]) == path
+    assert len(model_server.requests) == 1 and record.read_text().split()[0] == model_server.sha
+    assert [e.kind for e in events] == ["log"] and model_server.sha in events[0].message
 
 
 def test_pinned_checksum_is_verified_strictly(model_server, tmp_path):
@@ -244,7 +245,7 @@ def test_predict_by_name_downloads_once_then_runs_offline(model_server, image, t
     )
     assert len(list((tmp_path / "a").glob("*_Nucleus.ome.tiff"))) == 1
     shown = capsys.readouterr()
-    assert f"SHA-256 {model_server.sha} is recorded" in shown.out + shown.err  # trust on first use is shown
+    assert f"first copy, {model_server.sha}, is recorded" in shown.out + shown.err  # trust on first use
     monkeypatch.setenv("LIGHTMYCELLS_DRIVE_URL", "http://127.0.0.1:9/offline")
     assert (
         main(["predict", str(image), "-o", str(tmp_path / "b"), "-m", "lab-nucleus", "--tile-size", "64"])

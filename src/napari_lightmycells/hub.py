@@ -151,25 +151,19 @@ def fetch_model(
     entry = find_entry(model) if isinstance(model, str) else model
     folder = Path(cache or cache_dir())
     target = folder / entry.filename
-    if target.is_file() and _cached_is_trusted(entry, target):
-        return target
+    reporter = Reporter("download", callbacks)
+    if target.is_file():
+        if not entry.sha256:
+            return _trusted_on_first_use(entry, target, reporter)
+        if sha256_of(target) == entry.sha256:
+            return target  # else a stale or damaged copy of a pinned file, replaced below
     folder.mkdir(parents=True, exist_ok=True)
     _check_space(folder, entry.size, entry.name)
-    reporter = Reporter("download", callbacks)
     reporter.emit("start", message=f"Downloading {entry.name}")
     _download(entry, folder, _Progress(reporter, stop, folder, entry.name))
     os.chmod(target, file_mode())  # readable as the umask allows, not only by the owner
-    if entry.sha256:
-        reporter.emit("done", message=f"Downloaded {entry.name} (SHA-256 verified).", path=str(target))
-        return target
-    digest = sha256_of(target)
-    _record(target).write_text(f"{digest}  {target.name}\n")
-    os.chmod(_record(target), file_mode())
-    message = (
-        f"Downloaded {entry.name}; no checksum is published, so its SHA-256 {digest} is recorded in "
-        f"{_record(target).name} and checked at every later use."
-    )
-    reporter.emit("log", message=message)
+    if not entry.sha256:
+        _trusted_on_first_use(entry, target, reporter)
     reporter.emit("done", message=f"Downloaded {entry.name}.", path=str(target))
     return target
 
@@ -178,22 +172,26 @@ def _record(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _cached_is_trusted(entry: ModelEntry, path: Path) -> bool:
-    """True if the cached file may be used; False if it must be downloaded again; raises if it changed."""
+def _trusted_on_first_use(entry: ModelEntry, path: Path, reporter: Reporter) -> Path:
+    """``path`` if it matches the SHA-256 recorded at its first use; at the first use, record it (and say so)."""
     digest = sha256_of(path)
-    if entry.sha256:
-        return digest == entry.sha256  # a stale or damaged copy of a pinned file is replaced
     record = _record(path)
-    if not record.is_file():  # an interrupted first use: start it again
-        path.unlink()
-        return False
-    recorded = record.read_text().split()[0] if record.read_text().split() else ""
+    if not record.is_file():
+        record.write_text(f"{digest}  {path.name}\n")
+        os.chmod(record, file_mode())
+        reporter.emit(
+            "log",
+            message=f"{entry.name}: no checksum is published, so the SHA-256 of this first copy, {digest}, "
+            f"is recorded in {record.name} and checked at every later use.",
+        )
+        return path
+    recorded = (record.read_text().split() or [""])[0]
     if digest != recorded:
         raise ModelError(
             f"The cached {entry.name} changed since its first download (SHA-256 {digest[:12]}…, recorded "
             f"{recorded[:12]}…), so it is not used. Delete {path} and {record.name} to download it again."
         )
-    return True
+    return path
 
 
 def _check_space(folder: Path, needed: int, name: str) -> None:
