@@ -1,15 +1,25 @@
-"""Background training jobs: events streamed from a spawned process or a thread, stop, errors."""
+"""Background training jobs: events streamed from a spawned process or a thread, stop, errors, and the
+process's lifecycle as users run it (GUI gone mid-run, interpreter exit, crash)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from napari_lightmycells.background import TrainingJob, portable_error, portable_event
+from napari_lightmycells.background import TrainingJob, TrainingProcessError, portable_error, portable_event
+from napari_lightmycells.checkpoint import read_checkpoint
 from napari_lightmycells.data.synthetic import make_synthetic_study
 from napari_lightmycells.errors import DataError
 from napari_lightmycells.events import ProgressEvent
 from napari_lightmycells.loading import load_model
 from napari_lightmycells.training.config import TrainConfig
+from napari_lightmycells.training.finetune import finetune
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +101,80 @@ def test_unknown_task_or_mode_is_refused(tmp_path):
         TrainingJob("segment", None)
     with pytest.raises(ValueError):
         TrainingJob("train", None, mode="cluster")
+
+
+def first_step(job: TrainingJob, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(event.kind == "step" for event in job.poll()):
+        assert job.running and time.monotonic() < deadline, job.error
+        time.sleep(0.02)
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_detached_process_saves_exits_within_seconds_and_resumes(study, tmp_path):
+    """The dock closes mid-run: nobody polls any more, yet the process saves last.pt and exits."""
+    config = tiny_config(study, tmp_path / "run", epochs=1000)  # previews every epoch fill the pipe
+    job = TrainingJob("train", config).start()
+    first_step(job)
+    pid = job._worker.pid
+    job.detach()
+    detached = time.monotonic()
+    while job._worker.is_alive() and time.monotonic() - detached < 30:
+        time.sleep(0.05)
+    exited_after = time.monotonic() - detached
+    assert job.finished and gone(pid) and job._worker.exitcode == 0
+    assert exited_after < 10, f"process still alive {exited_after:.1f} s after the GUI went away"
+    assert job.error is None and job.result.status == "stopped"
+    stopped_at = read_checkpoint(job.result.last_path)["training_state"]["loop"]["epoch"]
+    resumed = finetune(
+        config.replace(epochs=stopped_at + 1, preview_every=0, resume=str(job.result.last_path))
+    )
+    assert resumed.status == "completed" and resumed.epoch == stopped_at + 1
+
+
+def test_interpreter_exit_stops_the_process_which_saves_and_exits(study, tmp_path):
+    """napari quits mid-run: at exit the job is stopped, its messages read, and the child saves and exits."""
+    output = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import time
+        from napari_lightmycells.background import TrainingJob
+        from napari_lightmycells.training.config import TrainConfig
+        config = TrainConfig(data={str(study)!r}, output={str(output)!r}, model="unetr_tiny", epochs=1000,
+                             batch_size=2, crop_size=64, samples_per_case=2, val_fraction=0.34, warmup_epochs=0,
+                             workers=0, device="cpu", preview_every=1, patience=None)
+        job = TrainingJob("train", config).start()
+        while not any(event.kind == "step" for event in job.poll()):
+            time.sleep(0.02)
+        print(job._worker.pid, flush=True)
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    child = int(process.stdout.readline())
+    ended = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    exit_s = time.monotonic() - ended
+    assert process.returncode == 0, stderr[-2000:]
+    assert exit_s < 10, f"interpreter took {exit_s:.1f} s to exit"
+    assert gone(child)
+    state = read_checkpoint(output / "last.pt")["training_state"]
+    assert state["loop"]["step"] >= 1
+
+
+def test_a_crashed_process_is_reported_with_its_signal_and_error_output(study, tmp_path, capfd):
+    job = TrainingJob("train", tiny_config(study, tmp_path / "run", epochs=1000)).start()
+    first_step(job)
+    os.kill(job._worker.pid, signal.SIGSEGV)  # faulthandler writes the Python stacks to the process's stderr
+    with pytest.raises(TrainingProcessError) as error:
+        job.wait(timeout=30)
+    message = str(error.value)
+    assert "killed by signal SIGSEGV" in message and 'File "' in message
+    assert "Fatal Python error" in capfd.readouterr().err  # the process's stderr is echoed to ours

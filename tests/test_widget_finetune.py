@@ -126,19 +126,30 @@ def test_training_widgets_are_contributed_by_the_plugin(make_napari_viewer):
     assert isinstance(pretrain, PretrainWidget)
 
 
-def test_closing_the_widget_stops_the_run_and_keeps_a_resumable_checkpoint(viewer_and_widget, qtbot):
-    viewer, widget = viewer_and_widget
-    last = Path(widget.output.value) / "last.pt"
+def test_closing_the_dock_of_a_process_run_saves_and_ends_the_process(
+    make_napari_viewer, pair_files, qtbot, tmp_path
+):
+    """As users run it: a spawned process and its real queue; the dock is closed mid-run and nobody polls."""
+    viewer = make_napari_viewer()
+    viewer.add_image(pair_files[0][0], name="BF")
+    viewer.add_image(pair_files[0][1], name="Nucleus")
+    widget = FinetuneWidget(viewer)  # mode="process", the default
+    viewer.window.add_dock_widget(widget, name="Fine-tune")
+    widget.pairs[0].input.value, widget.pairs[0].target.value = viewer.layers["BF"], viewer.layers["Nucleus"]
+    widget.model.value, widget.crop_size.value, widget.batch_size.value = "unetr_tiny", 64, 1
+    widget.epochs.value, widget.val_fraction.value, widget.workers.value = 1000, 0.0, 0
+    widget.device.value, widget.output.value = "cpu", tmp_path / "run"
     widget.start_button.clicked()
     job = widget.job
     qtbot.waitUntil(lambda: widget.progress.value >= 1, timeout=TIMEOUT_MS)
+    assert job.mode == "process" and job._worker.is_alive()
     viewer.window.remove_dock_widget(widget.native)
     widget.native.deleteLater()
-    qtbot.waitUntil(
-        lambda: job.poll() is not None and job.finished, timeout=TIMEOUT_MS
-    )  # Qt deletes the widget
-    assert job.error is None and job.result.status == "stopped"  # not the 1000 epochs it was set to
-    assert last.is_file()
+    qtbot.waitUntil(lambda: not job._worker.is_alive(), timeout=TIMEOUT_MS)  # the test never polls the job
+    qtbot.waitUntil(lambda: job.finished, timeout=5_000)
+    assert job._worker.exitcode == 0 and job.error is None and job.result.status == "stopped"
+    last = tmp_path / "run" / "last.pt"
+    assert torch.load(last, weights_only=True)["training_state"]["loop"]["step"] >= 1
 
 
 def test_a_new_run_goes_to_a_numbered_folder_instead_of_replacing_one(

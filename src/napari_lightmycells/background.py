@@ -4,19 +4,30 @@ The GUI starts a :class:`TrainingJob`, calls :meth:`TrainingJob.poll` from its e
 :class:`~napari_lightmycells.events.ProgressEvent` objects (images as numpy arrays), and
 :meth:`TrainingJob.request_stop` to stop (the run saves ``last.pt`` and can be resumed). In a process,
 training holds neither the GUI's interpreter lock nor its GPU memory, which is freed when the process ends.
+
+A process can only exit once its queued messages are read, so a job whose GUI goes away (dock closed)
+is :meth:`~TrainingJob.detach`-ed: it stops and a thread keeps reading until the process has ended; at
+interpreter exit every job is stopped the same way. The process's stderr goes to a temporary log
+(echoed to ours), whose last lines explain an abnormal end together with its exit code or signal.
 """
 
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import gc
 import multiprocessing
+import os
 import pickle
 import queue
+import signal
+import sys
+import tempfile
 import threading
 import time
 import traceback
 import weakref
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +37,9 @@ from .events import Callback, ProgressEvent, StopToken
 
 TASKS = ("train", "pretrain")
 MODES = ("process", "thread")
-EXIT_GRACE_S = 10.0  # at interpreter exit, time a stopping job gets to save last.pt
+EXIT_GRACE_S = 120.0  # at interpreter exit, time a stopping job gets to finish its step and save last.pt
+POLL_S = 0.05
+LOG_TAIL_LINES = 8
 
 _running: weakref.WeakSet[TrainingJob] = weakref.WeakSet()
 
@@ -61,15 +74,21 @@ class TrainingJob:
         self.error: BaseException | None = None
         self.finished = False
         self._worker: multiprocessing.Process | threading.Thread | None = None
+        self._lock = threading.Lock()  # poll() runs in the GUI thread, or in the thread of a detached job
+        self._log: Path | None = None  # the process's stderr
+        self._log_offset = 0
 
     def start(self) -> TrainingJob:
         if self.mode == "process":
             context = multiprocessing.get_context("spawn")
             self._messages = context.Queue()
             self._stop = context.Event()
+            fd, log = tempfile.mkstemp(prefix=f"lightmycells-{self.task}-", suffix=".log")
+            os.close(fd)
+            self._log = Path(log)
             self._worker = context.Process(
                 target=_process_main,
-                args=(self.task, self.config, self._messages, self._stop),
+                args=(self.task, self.config, self._messages, self._stop, log),
                 name=f"lightmycells-{self.task}",
             )
         else:
@@ -83,6 +102,9 @@ class TrainingJob:
             )
         self._worker.start()
         _running.add(self)
+        # Exit handlers run last-registered first: ours must stop the run before multiprocessing's joins it.
+        atexit.unregister(_stop_running_jobs)
+        atexit.register(_stop_running_jobs)
         return self
 
     @property
@@ -96,28 +118,40 @@ class TrainingJob:
 
     def poll(self) -> list[ProgressEvent]:
         """Events received since the last call (never blocks); sets ``result``/``error`` at the end."""
-        if not self.running:
-            return []
-        alive = self._worker.is_alive()  # read before draining: a finished worker has sent everything
-        events = []
-        while not self.finished:
-            try:
-                kind, payload = self._messages.get_nowait()
-            except queue.Empty:
-                break
-            if kind == "event":
-                events.append(payload)
-            else:
-                self._finish(payload if kind == "result" else None, payload if kind == "error" else None)
-        if not alive and not self.finished:
-            code = getattr(self._worker, "exitcode", None)
-            self._finish(
-                None,
-                TrainingProcessError(
-                    f"The {self.task} process ended unexpectedly (exit code {code}), possibly out of memory."
-                ),
-            )
-        return events
+        with self._lock:
+            if not self.running:
+                return []
+            alive = self._worker.is_alive()  # read before draining: a finished worker has sent everything
+            events = []
+            while not self.finished:
+                try:
+                    kind, payload = self._messages.get_nowait()
+                except queue.Empty:
+                    break
+                if kind == "event":
+                    events.append(payload)
+                else:
+                    self._finish(payload if kind == "result" else None, payload if kind == "error" else None)
+            self._echo_log()
+            if not alive and not self.finished:
+                self._finish(None, TrainingProcessError(self._abnormal_end()))
+            return events
+
+    def detach(self) -> None:
+        """Nobody will poll any more (the dock closed): stop the run, and read its messages in a daemon
+        thread until it has saved ``last.pt`` and ended, so that the process can exit."""
+        self.request_stop()
+        if self.running:
+            threading.Thread(target=self._drain, name=f"lightmycells-{self.task}-drain", daemon=True).start()
+
+    def _drain(self, timeout: float | None = None) -> None:
+        """Read messages until the run has reported its end, then wait for the worker to exit."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.running and (deadline is None or time.monotonic() < deadline):
+            self.poll()
+            if self.running:
+                self._worker.join(POLL_S)
+        self._worker.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
 
     def wait(self, timeout: float | None = None, on_event: Callback | None = None, interval: float = 0.05):
         """Block until the run ends (for scripts and tests); return its result or raise its error."""
@@ -135,11 +169,12 @@ class TrainingJob:
         return self.result
 
     def terminate(self, grace_s: float = EXIT_GRACE_S) -> None:
-        """Stop the run, waiting up to ``grace_s`` for it to save, then kill a process that is still alive."""
+        """Stop the run and read its messages until it ends (it saves ``last.pt``); kill a process still
+        alive after ``grace_s``."""
         if not self.running:
             return
         self.request_stop()
-        self._worker.join(grace_s)
+        self._drain(grace_s)
         if isinstance(self._worker, multiprocessing.process.BaseProcess) and self._worker.is_alive():
             self._worker.kill()
             self._worker.join()
@@ -147,21 +182,69 @@ class TrainingJob:
 
     def _finish(self, result, error: BaseException | None) -> None:
         self.result, self.error, self.finished = result, error, True
+        if self._log is not None:
+            self._log.unlink(missing_ok=True)
         _running.discard(self)
 
+    def _echo_log(self) -> None:
+        """Copy what the process wrote to its stderr since the last call to ours."""
+        if self._log is None or not self._log.is_file():
+            return
+        with self._log.open("rb") as handle:
+            handle.seek(self._log_offset)
+            new = handle.read()
+        if new:
+            self._log_offset += len(new)
+            sys.stderr.write(new.decode(errors="replace"))
+            sys.stderr.flush()
 
-def _process_main(task: str, config, messages, stop_event) -> None:
-    """Entry point of the spawned process: forward the stop event, run, report."""
+    def _abnormal_end(self) -> str:
+        """Why the process ended without a result: exit code or signal, and its last stderr lines."""
+        code = getattr(self._worker, "exitcode", None)
+        if code is not None and code < 0:
+            how = f"was killed by signal {_signal_name(-code)}"
+            if -code == signal.SIGKILL:
+                how += " (as the system does when it runs out of memory)"
+        else:
+            how = f"exited with code {code}"
+        tail = _tail(self._log, LOG_TAIL_LINES) if self._log is not None else ""
+        return f"The {self.task} process {how} without reporting a result." + (
+            f" Last lines of its error output:\n{tail}" if tail else " It wrote no error output."
+        )
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _tail(path: Path, lines: int) -> str:
+    if not path.is_file():
+        return ""
+    text = path.read_bytes()[-16384:].decode(errors="replace")
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _process_main(task: str, config, messages, stop_event, log: str) -> None:
+    """Entry point of the spawned process: stderr to ``log``, forward the stop event, run, report."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 2)
+    os.close(fd)
+    faulthandler.enable()  # a native crash leaves its Python traceback in the log
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is for the GUI, which stops us
     stop = StopToken()
-    threading.Thread(target=_forward_stop, args=(stop_event, stop), daemon=True).start()
+    threading.Thread(target=_forward_stop, args=(stop_event, stop, messages), daemon=True).start()
     _report_run(task, config, messages, stop)
 
 
-def _forward_stop(stop_event, stop: StopToken, interval: float = 1.0) -> None:
+def _forward_stop(stop_event, stop: StopToken, messages, interval: float = 0.5) -> None:
     """Turn the parent's stop event (or the parent's death) into ``stop.request()``."""
     parent = multiprocessing.parent_process()
     while not stop_event.wait(interval):
         if parent is not None and not parent.is_alive():
+            messages.cancel_join_thread()  # nobody will read them: exit without waiting
             break
     stop.request()
 
@@ -216,7 +299,6 @@ def _to_numpy(image: Any) -> np.ndarray:
     return np.asarray(image)
 
 
-@atexit.register
 def _stop_running_jobs() -> None:
     """At exit, stop jobs (they save ``last.pt``) so multiprocessing does not wait for whole runs."""
     for job in list(_running):

@@ -198,9 +198,10 @@ class TrainingWidget(Container):
             self.status.value = "Stopping (saving last.pt)…"
 
     def _on_closed(self) -> None:
-        """The dock was closed: stop the run, which saves ``last.pt`` so it can be resumed later."""
+        """The dock was closed: stop the run, which saves ``last.pt`` so it can be resumed later, and let
+        the job read the process's last messages itself so that the process exits."""
         if self.job is not None:
-            self.job.request_stop()
+            self.job.detach()
 
     def poll(self) -> None:
         """Handle the events that arrived since the last poll (runs in the GUI thread)."""
