@@ -160,11 +160,12 @@ def test_interpreter_exit_stops_the_process_which_saves_and_exits(study, tmp_pat
     )
     child = int(process.stdout.readline())
     ended = time.monotonic()
+    while not gone(child) and time.monotonic() - ended < 30:
+        time.sleep(0.05)
+    child_s = time.monotonic() - ended
     _, stderr = process.communicate(timeout=60)
-    exit_s = time.monotonic() - ended
     assert process.returncode == 0, stderr[-2000:]
-    assert exit_s < 10, f"interpreter took {exit_s:.1f} s to exit"
-    assert gone(child)
+    assert child_s < 10, f"training process still alive {child_s:.1f} s after the interpreter began to exit"
     state = read_checkpoint(output / "last.pt")["training_state"]
     assert state["loop"]["step"] >= 1
 

@@ -237,6 +237,10 @@ def _process_main(task: str, config, messages, stop_event, log: str) -> None:
     stop = StopToken()
     threading.Thread(target=_forward_stop, args=(stop_event, stop, messages), daemon=True).start()
     _report_run(task, config, messages, stop)
+    messages.close()
+    messages.join_thread()  # every message is in the pipe (unless the parent died: then none waits)
+    sys.stderr.flush()
+    os._exit(0)  # checkpoints are on disk: skip the slow interpreter teardown (seconds with torch loaded)
 
 
 def _forward_stop(stop_event, stop: StopToken, messages, interval: float = 0.5) -> None:
