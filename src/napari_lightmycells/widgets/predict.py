@@ -240,10 +240,6 @@ class PredictWidget(Container):
             notify_error(error, "Prediction")
             return
         self._source = self.image.value
-        self._layers = {
-            organelle: self._output_layer(organelle, out) for organelle, out in request.out.items()
-        }
-        self._blank, self._stale, self._drawn = set(self._layers), set(), 0.0
         self._stop = StopToken()
         self._progress = progress(total=0, desc="Loading models")
         self.status.value = "Loading models…"
@@ -257,6 +253,11 @@ class PredictWidget(Container):
             errored=self._on_error,
             finished=self._on_finished,
         )
+        # After the worker started: adding layers takes the viewer a while; the first tile is on its way.
+        self._layers = {
+            organelle: self._output_layer(organelle, out) for organelle, out in request.out.items()
+        }
+        self._blank, self._stale, self._drawn = set(self._layers), set(), 0.0
 
     def cancel(self) -> None:
         """Ask the running prediction to stop after its current batch of tiles."""
@@ -376,10 +377,16 @@ class PredictWidget(Container):
         self.status.value = f"Predicted {', '.join(self._layers)}{where}"
 
     def _output_layer(self, organelle: str, data: np.ndarray) -> Image:
-        """Add (or replace) the ``<input> <Organelle>`` layer showing ``data``, aligned with the input layer."""
+        """The ``<input> <Organelle>`` layer showing ``data``, aligned with the input layer: the layer of an
+        earlier prediction of the same shape is reused (much faster than a new layer), another replaced."""
         source = self._source
         name = f"{source.name} {organelle}"
         if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            if isinstance(layer, Image) and layer.data.shape == data.shape and not layer.multiscale:
+                layer.data = data
+                layer.metadata.update(organelle=organelle, modality=self.modality.value, plane=None)
+                return layer
             self.viewer.layers.remove(name)
         return self.viewer.add_image(
             data,
