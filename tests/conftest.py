@@ -4,6 +4,9 @@ tiny model fine-tuned on a real crop and a local model download server."""
 import dataclasses
 import hashlib
 import http.server
+import os
+import subprocess
+import sys
 import threading
 from collections import namedtuple
 from functools import partial
@@ -239,3 +242,30 @@ def model_server(tmp_path):
     release.set()
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def torchrun():
+    """Runs ``torchrun --standalone --nproc_per_node N -m napari_lightmycells.cli ARGS``."""
+    return run_torchrun
+
+
+def run_torchrun(*cli_args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    """The CLI under ``torchrun`` with one torch thread per process (4 minutes at most); returns the
+    finished process with its captured output."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*command, "-m", "napari_lightmycells.cli", *cli_args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )

@@ -80,17 +80,9 @@ def test_pretrain_command(study, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_write_one_checkpoint_set(study, tmp_path):
+def test_torchrun_two_processes_write_one_checkpoint_set(study, tmp_path, torchrun):
     out = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "napari_lightmycells.cli",
+    done = torchrun(
         "train",
         "--preset",
         "tiny_cpu",
@@ -105,9 +97,7 @@ def test_torchrun_two_processes_write_one_checkpoint_set(study, tmp_path):
         "--batch-size",
         "2",
         *FAST,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, check=False)
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt"]
     assert done.stderr.count("epoch 2: train_loss") == 1  # only rank 0 reports
