@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny organelle checkpoint, a small synthetic LightMyCells study, the real studies, a
 tiny model fine-tuned on a real crop and a local model download server."""
 
-import dataclasses
 import hashlib
 import http.server
 import os
@@ -138,7 +137,7 @@ def real_trained_nucleus(real_studies, tmp_path_factory):
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        result = finetune(dataclasses.replace(config, patience=None))
+        result = finetune(config.model_copy(update={"patience": None}))
     finally:
         torch.set_num_threads(threads)
     rows, columns = REAL_HELD_OUT_REGION

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def _train(study, out, *extra):
 def test_train_preset_with_overrides_then_resume(study, tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(study, out, "--lr", "1e-3") == 0
-    assert {p.name for p in out.iterdir()} == {"config.yaml", "best.pt", "last.pt"}
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "best.pt", "last.pt", "metrics.csv"}
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert (saved["model"], saved["epochs"], saved["batch_size"], saved["lr"]) == ("unetr_tiny", 1, 4, 1e-3)
     assert "epoch 1: train_loss" in capsys.readouterr().err
@@ -44,9 +45,32 @@ def test_train_preset_with_overrides_then_resume(study, tmp_path, capsys):
     assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "2", *FAST]) == 0
     state = read_checkpoint(out / "last.pt")["training_state"]
     assert state["loop"]["epoch"] == 2 and state["config"]["batch_size"] == 4
+    rows = list(csv.DictReader((out / "metrics.csv").open()))  # one row per epoch, across the resume
+    assert [int(row["epoch"]) for row in rows] == [1, 2] and {"step", "train_loss", "val_loss", "lr"} <= set(
+        rows[0]
+    )
+    assert [float(row["train_loss"]) for row in rows] == [
+        entry["train_loss"] for entry in state["loop"]["history"]
+    ]
+
+    # Resuming with a setting that shapes the optimisation is refused; exit 2 before anything runs.
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "3", "--lr", "5e-3", *FAST]) == 2
+    assert "cannot be resumed with other settings (lr 0.001 -> 0.005)" in capsys.readouterr().err
 
 
 def test_train_errors_exit_with_status_2(study, tmp_path, capsys):
+    assert main(["train", "--preset", "nucleus", "--patch-size", "100", *FAST]) == 2  # was a raw ValueError
+    err = capsys.readouterr().err
+    assert "crop_size 100 is not a multiple of the 32-pixel token size of unetr_paper: use 96 or 128." in err
+    assert err.count("\n") == 2  # the deprecation warning and one line of error
+    for flags, message in [
+        (["--batch-size", "0"], "batch_size: Input should be greater than or equal to 1, got 0."),
+        (["--precision", "fp16", "--device", "cpu"], "precision fp16 needs a CUDA GPU, not device cpu"),
+        (["--lr", "1e-7"], "min_lr 1e-05 is above lr 1e-07."),
+        (["--organelle", "nucleolus"], "organelle: Unknown organelle 'nucleolus'"),
+    ]:
+        assert main(["train", "--preset", "tiny_cpu", *flags, *FAST]) == 2
+        assert message in capsys.readouterr().err
     assert main(["train", "--preset", "no_such_preset", *FAST]) == 2
     assert "Unknown preset 'no_such_preset'" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "missing.pt"), *FAST]) == 2
@@ -99,7 +123,7 @@ def test_torchrun_two_processes_write_one_checkpoint_set(study, tmp_path, torchr
         *FAST,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.csv"]
     assert done.stderr.count("epoch 2: train_loss") == 1  # only rank 0 reports
     state = read_checkpoint(out / "last.pt")["training_state"]
     # 5 training cases x 4 samples, shared by 2 processes (padded to 10 each), batches of 2: 5 steps/epoch.

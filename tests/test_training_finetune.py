@@ -105,7 +105,7 @@ def test_resume_reproduces_the_uninterrupted_run(study, tmp_path):
     assert result.status == "max_steps" and result.step == 5
     resumed = []
     finetune(
-        dataclasses.replace(first, max_steps=None, resume=str(result.last_path)), callbacks=[resumed.append]
+        first.model_copy(update={"max_steps": None, "resume": str(result.last_path)}), callbacks=[resumed.append]
     )
 
     expected, got = step_losses(full), step_losses(resumed)
@@ -156,7 +156,7 @@ def test_early_stopping_when_validation_stops_improving(study, tmp_path):
     assert result.status == "early_stopped" and result.epoch == 2
     state = read_checkpoint(result.last_path)["training_state"]["loop"]
     assert state["early_stopped"] and state["best_epoch"] == 1 and state["bad_validations"] == 1
-    assert finetune(dataclasses.replace(config, resume=str(result.last_path))).status == "early_stopped"
+    assert finetune(config.replace(resume=str(result.last_path))).status == "early_stopped"
 
 
 def test_resume_refuses_a_checkpoint_without_training_state(study, tmp_path):

@@ -99,6 +99,14 @@ def test_mismatched_pair_is_refused_before_starting(viewer_and_widget, notificat
     assert "must be a 2D image" in notifications[-1].message
 
 
+def test_invalid_settings_are_a_notification_before_anything_starts(viewer_and_widget, notifications):
+    _, widget = viewer_and_widget
+    widget.lr.value = 1e-7  # below the default min_lr: the config's cross-field check, not the model's
+    widget.start_button.clicked()
+    assert widget.job is None and widget.start_button.enabled
+    assert notifications[-1].message == "Fine-tuning failed: min_lr 1e-06 is above lr 1e-07."
+
+
 def test_error_in_the_run_is_notified_and_the_widget_goes_idle(
     viewer_and_widget, notifications, qtbot, tmp_path
 ):

@@ -7,27 +7,21 @@ import argparse
 from .train import COMMON_FLAGS, ProgressPrinter, add_run_arguments, report, resolve_config, stop_on_interrupt
 
 PRETRAIN_FLAGS = [
-    ("--samples-per-plane", "samples_per_plane", {"type": int, "help": "crops per input plane and epoch"}),
-    (
-        "--save-previews",
-        "save_previews",
-        {
-            "action": "store_const",
-            "const": True,
-            "help": "write reconstructions as PNG + TIFF under OUTPUT/previews",
-        },
-    ),
+    ("--samples-per-plane", "samples_per_plane", {"type": int}),
+    ("--save-previews", "save_previews", {"action": "store_const", "const": True}),
 ]
 
 
 def add_parser(sub) -> None:
+    from ..training.config import PretrainConfig
+
     parser = sub.add_parser(
         "pretrain",
         help="MAE pretraining of the encoder on unlabelled images",
         description="Masked-autoencoder pretraining on every input plane of a study (targets not needed); "
         "then `lightmycells train --init-encoder OUTPUT/last.pt`.",
     )
-    add_run_arguments(parser, COMMON_FLAGS + PRETRAIN_FLAGS)
+    add_run_arguments(parser, COMMON_FLAGS + PRETRAIN_FLAGS, PretrainConfig)
     parser.set_defaults(command="pretrain")
 
 

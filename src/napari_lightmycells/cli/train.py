@@ -12,49 +12,44 @@ import logging
 import os
 import signal
 import sys
+import typing
 from collections.abc import Iterator
 from typing import Any
 
 from ..events import ProgressEvent, StopToken
 
-# Flags shared by `train` and `pretrain`: (flag, config field, argparse keywords).
+# Flags shared by `train` and `pretrain`: (flag, config field, argparse keywords). The help text and the
+# choices come from the config field (its description and Literal type).
 COMMON_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--data", "data", {"metavar": "FOLDER", "help": "study folder"}),
-    ("--output", "output", {"metavar": "FOLDER", "help": "where config.yaml, best.pt and last.pt go"}),
-    ("--model", "model", {"metavar": "PRESET", "help": "model preset (see `lightmycells models`)"}),
+    ("--data", "data", {"metavar": "FOLDER"}),
+    ("--output", "output", {"metavar": "FOLDER"}),
+    ("--model", "model", {"metavar": "PRESET"}),
     ("--epochs", "epochs", {"type": int}),
-    ("--max-steps", "max_steps", {"type": int, "help": "stop (resumably) after this many optimiser steps"}),
-    ("--batch-size", "batch_size", {"type": int, "help": "per process"}),
-    ("--accumulate", "accumulate", {"type": int, "metavar": "N", "help": "micro-batches per optimiser step"}),
-    (
-        "--crop-size",
-        "crop_size",
-        {"type": int, "metavar": "PX", "help": "side of the training crops (model image size)"},
-    ),
+    ("--max-steps", "max_steps", {"type": int}),
+    ("--batch-size", "batch_size", {"type": int}),
+    ("--accumulate", "accumulate", {"type": int, "metavar": "N"}),
+    ("--crop-size", "crop_size", {"type": int, "metavar": "PX"}),
     ("--lr", "lr", {"type": float}),
+    ("--min-lr", "min_lr", {"type": float}),
     ("--weight-decay", "weight_decay", {"type": float}),
     ("--warmup-epochs", "warmup_epochs", {"type": float}),
-    ("--device", "device", {"choices": ("auto", "cpu", "cuda", "mps")}),
-    ("--precision", "precision", {"choices": ("auto", "fp32", "bf16", "fp16")}),
-    ("--workers", "workers", {"type": int, "help": "DataLoader worker processes"}),
+    ("--device", "device", {}),
+    ("--precision", "precision", {}),
+    ("--workers", "workers", {"type": int}),
     ("--seed", "seed", {"type": int}),
     ("--preview-every", "preview_every", {"type": int, "metavar": "EPOCHS"}),
-    ("--resume", "resume", {"metavar": "LAST_PT", "help": "continue an interrupted run from its last.pt"}),
+    ("--resume", "resume", {"metavar": "LAST_PT"}),
 ]
 
 TRAIN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--organelle", "organelle", {"help": "Nucleus, Mitochondria, Tubulin or Actin"}),
-    ("--modality", "modality", {"help": "BF, PC or DIC (default: all)"}),
-    (
-        "--init-encoder",
-        "init_encoder",
-        {"metavar": "CKPT", "help": "MAE / UNETR / BiaPy checkpoint for the encoder"},
-    ),
+    ("--organelle", "organelle", {}),
+    ("--modality", "modality", {}),
+    ("--init-encoder", "init_encoder", {"metavar": "CKPT"}),
     ("--val-fraction", "val_fraction", {"type": float}),
     ("--patience", "patience", {"type": int, "metavar": "EPOCHS"}),
-    ("--loss", "loss", {"choices": ("mse", "l1")}),
+    ("--loss", "loss", {}),
     ("--samples-per-case", "samples_per_case", {"type": int}),
-    ("--focus", "focus", {"choices": ("random", "best")}),
+    ("--focus", "focus", {}),
 ]
 
 
@@ -70,13 +65,17 @@ class DeprecatedAlias(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, flags: list[tuple[str, str, dict[str, Any]]]) -> None:
-    """``--config``/``--preset`` plus one overriding flag per config field."""
+def add_run_arguments(
+    parser: argparse.ArgumentParser, flags: list[tuple[str, str, dict[str, Any]]], config_class
+) -> None:
+    """``--config``/``--preset`` plus one overriding flag per field of ``config_class``, described by it."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", metavar="YAML", help="configuration file")
     source.add_argument("--preset", help="configuration preset (file name in napari_lightmycells/configs)")
     for flag, field, kwargs in flags:
-        parser.add_argument(flag, dest=field, **{"default": None, **kwargs})
+        parser.add_argument(
+            flag, dest=field, **{"default": None, **field_help(config_class, field), **kwargs}
+        )
     parser.add_argument(
         "--patch-size",
         dest="crop_size",
@@ -98,14 +97,25 @@ def add_run_arguments(parser: argparse.ArgumentParser, flags: list[tuple[str, st
     parser.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
 
 
+def field_help(config_class, field: str) -> dict[str, Any]:
+    """argparse ``help`` (the field's description) and, for Literal fields, ``choices``."""
+    info = config_class.model_fields[field]
+    choices = (
+        typing.get_args(info.annotation) if typing.get_origin(info.annotation) is typing.Literal else None
+    )
+    return {"help": info.description, **({"choices": choices} if choices else {})}
+
+
 def add_parser(sub) -> None:
+    from ..training.config import TrainConfig
+
     parser = sub.add_parser(
         "train",
         help="fine-tune a UNETR for one organelle",
         description="Fine-tune a UNETR for one organelle. Several GPUs/nodes: "
         "torchrun --nproc_per_node N -m napari_lightmycells.cli train ...",
     )
-    add_run_arguments(parser, COMMON_FLAGS + TRAIN_FLAGS)
+    add_run_arguments(parser, COMMON_FLAGS + TRAIN_FLAGS, TrainConfig)
     parser.set_defaults(command="train")
 
 

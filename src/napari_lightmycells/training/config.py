@@ -1,155 +1,236 @@
-"""Training configurations (dataclasses) with YAML load/save and named presets in ``configs/*.yaml``.
+"""Training configurations: validated pydantic models, YAML load/save, named presets in ``configs/*.yaml``.
 
 A YAML file is a flat mapping of :class:`TrainConfig` (or :class:`PretrainConfig`) fields, plus an
 optional ``augment`` mapping of :class:`~napari_lightmycells.data.augment.AugmentConfig` fields.
-Unknown keys are errors, so typos do not go unnoticed.
+Every value is checked when a config is made (types, ranges, and across fields: the crop a multiple of
+the model's token size, ``min_lr <= lr``, a precision the device can run, ...): a wrong one is a
+:class:`ConfigError` with a one-line message, before anything starts. Unknown keys are errors, so typos
+do not go unnoticed. The field descriptions are the CLI's ``-h`` texts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field, fields
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from typing_extensions import Self
 
-from ..devices import PRECISIONS
+from ..constants import canonical_modality, canonical_organelle
 from ..errors import LightMyCellsError
 from ..legacy import RUN_CONFIG_RENAMES, renamed
-
-LOSSES = ("mse", "l1")
 
 
 class ConfigError(LightMyCellsError):
     """A training configuration is missing, unreadable or invalid."""
 
 
-@dataclass
-class RunConfig:
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class RunConfig(BaseModel):
     """Fields shared by fine-tuning and pretraining runs (sizes are per process)."""
 
-    data: str | None = None  # study folder
-    output: str = "runs/train"
-    model: str = "unetr_paper"  # preset name (``lightmycells models``)
-    resume: str | None = None  # last.pt of an interrupted run
-    epochs: int = 100
-    max_steps: int | None = None  # stop (resumably) after this many optimiser steps in total
-    batch_size: int = 2
-    accumulate: int = 1  # micro-batches per optimiser step
-    crop_size: int = 1024  # side of the random training crops = the model's image size, pixels
-    lr: float = 1e-4
-    min_lr: float = 1e-6
-    weight_decay: float = 0.02
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_epochs: float = 10.0
-    grad_clip: float | None = None
-    normalization: str = "zscore"
-    augment: dict[str, Any] = field(default_factory=lambda: {"enabled": True})
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA (when supported), fp32 elsewhere
-    channels_last: bool | None = None  # None: on CUDA only
-    compile: bool = False
-    workers: int = 4
-    seed: int = 0
-    preview_every: int = 10  # epochs; 0 disables previews
-    save_previews: bool = False  # also write previews as PNG + TIFF under <output>/previews
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    data: str | None = Field(None, description="study folder")
+    output: str = Field("runs/train", description="run folder: config.yaml, best.pt, last.pt, metrics.csv")
+    model: str = Field("unetr_paper", description="model preset (see `lightmycells models`)")
+    resume: str | None = Field(None, description="last.pt of an interrupted run to continue")
+    epochs: int = Field(100, ge=1, description="epochs in total (a resumed run re-plans its schedule to it)")
+    max_steps: int | None = Field(
+        None, ge=0, description="stop (resumably) after this many optimiser steps in total"
+    )
+    batch_size: int = Field(2, ge=1, description="samples per micro-batch and process")
+    accumulate: int = Field(1, ge=1, description="micro-batches per optimiser step")
+    crop_size: int = Field(
+        1024,
+        ge=2,
+        description="side of the random training crops = the model's image size (pixels), "
+        "a multiple of the model's token size",
+    )
+    lr: float = Field(1e-4, gt=0, description="peak learning rate (after warm-up)")
+    min_lr: float = Field(1e-6, ge=0, description="learning rate at the end of the cosine decay")
+    weight_decay: float = Field(0.02, ge=0, description="AdamW weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    warmup_epochs: float = Field(10.0, ge=0, description="linear warm-up length (epochs, may be fractional)")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    normalization: Literal["zscore", "percentile"] = Field(
+        "zscore", description="per-image input normalisation"
+    )
+    augment: dict[str, Any] = Field(
+        default_factory=lambda: {"enabled": True}, description="AugmentConfig fields (augment.py)"
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA (when supported), fp32 elsewhere; fp16 needs CUDA"
+    )
+    channels_last: bool | None = Field(None, description="channels-last memory layout (default: on CUDA)")
+    compile: bool = Field(False, description="torch.compile the model")
+    workers: int = Field(4, ge=0, description="DataLoader worker processes")
+    seed: int = Field(0, ge=0, description="random seed")
+    preview_every: int = Field(10, ge=0, description="epochs between preview images (0: none)")
+    save_previews: bool = Field(
+        False, description="also write previews as PNG + TIFF under <output>/previews"
+    )
+
+    def __init__(self, **data: Any):
+        data = renamed(data, RUN_CONFIG_RENAMES)  # configs written before the rename
+        unknown = sorted(set(data) - set(type(self).model_fields))
+        if unknown:
+            known = ", ".join(sorted(type(self).model_fields))
+            raise ConfigError(
+                f"Unknown {type(self).__name__} field(s): {', '.join(unknown)}. Known: {known}."
+            )
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            raise ConfigError(one_line(error)) from None
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not DEVICE_PATTERN.match(device):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+        return device
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= beta < 1 for beta in betas):
+            raise ValueError(f"betas must be in [0, 1), got {list(betas)}")
+        return betas
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentations(cls, augment: dict[str, Any]) -> dict[str, Any]:
+        from ..data.augment import AugmentConfig
+
+        known = {f.name for f in dataclasses.fields(AugmentConfig)}
+        unknown = sorted(set(augment) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown augment field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return augment
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr:g} is above lr {self.lr:g}")
+        if self.precision == "fp16" and self.device.split(":")[0] in ("cpu", "mps"):
+            raise ValueError(f"precision fp16 needs a CUDA GPU, not device {self.device}: use bf16 or fp32")
+        token = self._token_size()
+        if self.crop_size % token:
+            lower, upper = max(token, self.crop_size // token * token), (self.crop_size // token + 1) * token
+            raise ValueError(
+                f"crop_size {self.crop_size} is not a multiple of the {token}-pixel token size of {self.model}: "
+                f"use {lower} or {upper}"
+            )
+        return self
+
+    def _token_size(self) -> int:
+        """Token size of the model preset (a ``ValueError`` naming the choices if it is unknown)."""
+        from ..models import UNETR_PRESETS
+
+        return _preset(UNETR_PRESETS, self.model, "UNETR").encoder.token_size
 
     def validate(self) -> None:
-        positive = ("epochs", "batch_size", "accumulate", "crop_size")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}.")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}.")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise ConfigError(f"max_steps must be >= 0, got {self.max_steps}.")
+        """Check the current values again (after in-place changes)."""
+        type(self)(**self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/checkpoint-safe dict (tuples become lists)."""
-        return _plain(asdict(self))
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        data = renamed(data, RUN_CONFIG_RENAMES)  # configs written before the rename
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"Unknown {cls.__name__} field(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
-            )
-        values = dict(data)
-        if "betas" in values:
-            values["betas"] = tuple(values["betas"])
-        config = cls(**values)
-        config.validate()
-        return config
+        """A config from a stored dict (also one written with old field names)."""
+        return cls(**data)
 
     def replace(self, **changes: Any) -> Self:
-        """A copy with ``changes`` applied (``None`` values are ignored) and validated."""
+        """A validated copy with ``changes`` applied (``None`` values are ignored)."""
         changes = {key: value for key, value in changes.items() if value is not None}
-        config = dataclasses.replace(self, **changes)
-        config.validate()
-        return config
+        return type(self)(**{**self.to_dict(), **changes})
 
     def augment_config(self):
         """The :class:`AugmentConfig` described by ``augment``."""
         from ..data.augment import AugmentConfig
 
-        known = {f.name for f in fields(AugmentConfig)}
-        unknown = sorted(set(self.augment) - known)
-        if unknown:
-            raise ConfigError(
-                f"Unknown augment field(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
-            )
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
         return AugmentConfig(**values)
 
 
-@dataclass
 class TrainConfig(RunConfig):
     """Fine-tuning a UNETR to predict one organelle (defaults follow the paper, see configs/nucleus.yaml)."""
 
-    organelle: str = "Nucleus"
-    modality: str | None = None  # None: all modalities (the paper's best setting)
-    init_encoder: str | None = None  # MAE / UNETR / BiaPy checkpoint for the encoder weights
-    loss: str = "mse"
-    patience: int | None = 250  # epochs without validation improvement before stopping; None: never
-    val_fraction: float = 0.1
-    val_every: int = 1
-    focus: str = "random"  # "random": any focus plane per sample (paper); "best": least blurry only
-    samples_per_case: int = 1  # training samples drawn per case and epoch
+    organelle: str = Field("Nucleus", description="Nucleus, Mitochondria, Tubulin or Actin")
+    modality: str | None = Field(None, description="BF, PC or DIC (default: all, the paper's best setting)")
+    init_encoder: str | None = Field(
+        None, description="MAE / UNETR / BiaPy checkpoint for the encoder weights"
+    )
+    loss: Literal["mse", "l1"] = Field("mse", description="training loss")
+    patience: int | None = Field(
+        250, ge=1, description="epochs without a lower validation loss before stopping (default: never)"
+    )
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="fraction of the cases kept for validation")
+    val_every: int = Field(1, ge=1, description="epochs between validations")
+    focus: Literal["random", "best"] = Field(
+        "random", description="random: any focus plane per sample (the paper); best: the least blurry one"
+    )
+    samples_per_case: int = Field(1, ge=1, description="training samples drawn per case and epoch")
 
-    def validate(self) -> None:
-        super().validate()
-        if self.loss not in LOSSES:
-            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}.")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}.")
-        if self.focus not in ("random", "best"):
-            raise ConfigError(f"focus must be 'random' or 'best', got {self.focus!r}.")
+    @field_validator("organelle")
+    @classmethod
+    def _canonical_organelle(cls, organelle: str) -> str:
+        return canonical_organelle(organelle)
+
+    @field_validator("modality")
+    @classmethod
+    def _canonical_modality(cls, modality: str | None) -> str | None:
+        return None if modality is None else canonical_modality(modality)
 
 
-@dataclass
 class PretrainConfig(RunConfig):
     """MAE pretraining of the encoder on unlabelled inputs (all modalities and focus planes)."""
 
-    output: str = "runs/pretrain"
-    model: str = "mae_paper"
-    epochs: int = 800
-    batch_size: int = 4
-    lr: float = 1.5e-4
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    warmup_epochs: float = 40.0
-    samples_per_plane: int = 1
-    preview_count: int = 2  # images shown in each reconstruction preview
+    output: str = Field("runs/pretrain", description=RunConfig.model_fields["output"].description)
+    model: str = Field("mae_paper", description="masked-autoencoder preset (see `lightmycells models`)")
+    epochs: int = Field(800, ge=1, description=RunConfig.model_fields["epochs"].description)
+    batch_size: int = Field(4, ge=1, description=RunConfig.model_fields["batch_size"].description)
+    lr: float = Field(1.5e-4, gt=0, description=RunConfig.model_fields["lr"].description)
+    weight_decay: float = Field(0.05, ge=0, description=RunConfig.model_fields["weight_decay"].description)
+    betas: tuple[float, float] = Field((0.9, 0.95), description=RunConfig.model_fields["betas"].description)
+    warmup_epochs: float = Field(40.0, ge=0, description=RunConfig.model_fields["warmup_epochs"].description)
+    samples_per_plane: int = Field(1, ge=1, description="training samples drawn per input plane and epoch")
+    preview_count: int = Field(2, ge=1, description="images shown in each reconstruction preview")
+
+    def _token_size(self) -> int:
+        from ..models import MAE_PRESETS
+
+        return _preset(MAE_PRESETS, self.model, "MAE").encoder.token_size
+
+
+def _preset(presets: dict, name: str, kind: str):
+    if name not in presets:
+        raise ValueError(f"Unknown {kind} preset {name!r}: choose from {', '.join(presets)}")
+    return presets[name]
+
+
+def one_line(error: ValidationError) -> str:
+    """A pydantic error as one line: ``field: message`` for each problem."""
+    parts = []
+    for problem in error.errors(include_url=False):
+        message = problem["msg"].removeprefix("Value error, ").rstrip(".")
+        where = ".".join(str(part) for part in problem["loc"])
+        if problem["type"] != "value_error" and "input" in problem:
+            message += f", got {problem['input']!r}"
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts) + "."
 
 
 C = TypeVar("C", bound=RunConfig)
@@ -195,11 +276,3 @@ def save_config(config: RunConfig, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     return path
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value

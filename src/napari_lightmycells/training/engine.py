@@ -9,7 +9,6 @@ exactly from ``last.pt`` (mid-epoch included).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -32,12 +31,15 @@ from ..models import build_model
 from . import distributed, rng
 from .config import RunConfig, save_config
 from .loaders import ResumableSampler, steps_per_epoch, train_loader
+from .metrics_log import MetricsLog
 from .previews import save_previews
+from .resume import check_resume
 from .run_folder import BEST, LAST, check_steps_left, prepare_run_folder
-from .schedule import warmup_cosine
+from .schedule import replan, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
+MAX_SKIPPED_IN_A_ROW = 10  # NaN/inf losses tolerated in a row before the run is given up
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 
@@ -89,6 +91,9 @@ class LoopState:
     bad_validations: int = 0
     early_stopped: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
+    skipped_steps: int = 0  # steps whose loss was NaN/inf: weights left unchanged
+    epoch_skipped: int = 0
+    skipped_in_a_row: int = 0
 
 
 @dataclass
@@ -157,12 +162,14 @@ class Trainer:
                 "per case."
             )
         total = config.epochs * self.steps_per_epoch
+        self.total_steps = total
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
         self.scheduler = warmup_cosine(self.optimizer, warmup, total, config.lr, config.min_lr)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype is torch.float16)
         self.train_model = self._wrap(model)
         planned = total if config.max_steps is None else min(total, config.max_steps)
         self.reporter = Reporter(task.name, callbacks if self.env.is_main else None, total=planned)
+        self.metrics_log = MetricsLog(self.output) if self.env.is_main else None
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if self.env.enabled:
@@ -175,6 +182,10 @@ class Trainer:
         """Restore optimiser, schedule, scaler, counters and RNG states saved by :meth:`save`."""
         self.optimizer.load_state_dict(training_state["optimizer"])
         self.scheduler.load_state_dict(training_state["scheduler"])
+        planned = self.scheduler.lr_lambdas[0].total_steps
+        if planned != self.total_steps:  # epochs changed: the schedule follows the new length
+            logger.info("Learning-rate schedule re-planned from %d to %d steps.", planned, self.total_steps)
+            replan(self.scheduler, self.total_steps)
         self.scaler.load_state_dict(training_state["scaler"])
         self.state = LoopState(**training_state["loop"])
         states = training_state["rng"]
@@ -254,7 +265,8 @@ class Trainer:
                 loss = self._optimizer_step(batches)
                 state.step += 1
                 state.step_in_epoch += 1
-                state.epoch_loss_sum += loss
+                if math.isfinite(loss):
+                    state.epoch_loss_sum += loss
                 self.reporter.emit(
                     "step",
                     state.step,
@@ -286,19 +298,35 @@ class Trainer:
                     loss = self.task.loss(self.train_model, batch)
                 self.scaler.scale(loss / accumulate).backward()
             total += loss.detach().float()
-        if self.config.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
         value = total.item() / accumulate
-        if not math.isfinite(value):
-            raise ModelError(
-                f"The {self.task.name} loss became {value} at step {self.state.step + 1}; "
-                "lower the learning rate or check the data."
-            )
+        if distributed.any_process(not math.isfinite(value), self.env, self.runtime.device):
+            self._skip_step(value)
+        else:
+            self.state.skipped_in_a_row = 0
+            if self.config.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.scheduler.step()
         return value
+
+    def _skip_step(self, value: float) -> None:
+        """A NaN/inf loss: drop the gradients so the weights stay as they were; give up after several."""
+        self.optimizer.zero_grad(set_to_none=True)
+        state = self.state
+        state.skipped_steps += 1
+        state.epoch_skipped += 1
+        state.skipped_in_a_row += 1
+        if state.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise ModelError(
+                f"The {self.task.name} loss was {value} for {state.skipped_in_a_row} steps in a row (to step "
+                f"{state.step + 1}); lower the learning rate or check the data. last.pt holds the last good epoch."
+            )
+        self.reporter.emit(
+            "log", state.step, epoch=state.epoch + 1,
+            message=f"step {state.step + 1}: loss {value}, step skipped (weights unchanged)",
+        )  # fmt: skip
 
     def _no_sync(self) -> contextlib.AbstractContextManager:
         ddp = self.train_model
@@ -308,17 +336,20 @@ class Trainer:
 
     def _end_epoch(self, seconds: float) -> None:
         state = self.state
-        sums = torch.tensor([state.epoch_loss_sum, float(state.step_in_epoch)], dtype=torch.float64)
+        counted = float(state.step_in_epoch - state.epoch_skipped)
+        sums = torch.tensor([state.epoch_loss_sum, counted], dtype=torch.float64)
         sums = distributed.all_reduce_sum(sums, self.env, self.runtime.device)
         metrics = {"train_loss": float(sums[0] / max(sums[1], 1.0)), "lr": self.scheduler.get_last_lr()[0]}
         state.epoch += 1
-        state.step_in_epoch, state.epoch_loss_sum = 0, 0.0
+        state.step_in_epoch, state.epoch_loss_sum, state.epoch_skipped = 0, 0.0, 0
         validate_now = self.task.evaluate is not None and state.epoch % self.task.val_every == 0
         if validate_now:
             with self._rng_untouched():
                 metrics.update(self.task.evaluate(unwrap(self.model)))
         metrics["epoch_time_s"] = seconds
-        state.history.append({"epoch": state.epoch, **metrics})
+        state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
+        if self.metrics_log is not None:
+            self.metrics_log.write(state.history)
         if self.task.monitor in metrics:
             self._track_best(metrics)
         self.save(LAST, metrics, with_state=True)
@@ -380,6 +411,8 @@ class Trainer:
         return self._finish(status)
 
     def _finish(self, status: str) -> TrainResult:
+        if self.metrics_log is not None:
+            self.metrics_log.close()
         best = self.output / BEST
         result = TrainResult(
             status=status,
@@ -424,6 +457,7 @@ def run(
     config.validate()
     checkpoint = read_resume_checkpoint(config.resume) if config.resume else None
     if checkpoint is not None:
+        check_resume(checkpoint, config)
         check_steps_left(checkpoint, config)
     if int(os.environ.get("RANK", "0")) == 0:  # the main process owns the output folder
         prepare_run_folder(config, overwrite)
@@ -457,5 +491,5 @@ def config_from_checkpoint(path: str, cls: type[RunConfig]) -> RunConfig:
     state = read_resume_checkpoint(path)["training_state"]
     config = cls.from_dict(state["config"]).replace(resume=str(path))
     if config.max_steps is not None and state["loop"]["step"] >= config.max_steps:
-        config = dataclasses.replace(config, max_steps=None)
+        config = config.model_copy(update={"max_steps": None})
     return config

@@ -14,11 +14,12 @@ from typing import Any
 
 from ..files import TMP_SUFFIX, ensure_writable_folder, remove_stale_temporaries
 from .config import ConfigError, RunConfig
+from .metrics_log import CSV_NAME
 
 logger = logging.getLogger(__name__)
 
 BEST, LAST = "best.pt", "last.pt"
-RUN_FILES = (BEST, LAST)
+RUN_FILES = (BEST, LAST, CSV_NAME)
 
 
 def earlier_run_entries(folder: str | os.PathLike, data: str | os.PathLike | None = None) -> list[Path]:

@@ -37,3 +37,15 @@ def warmup_cosine(
     """A per-step :class:`LambdaLR` going ``0 -> lr`` (warm-up) then ``lr -> min_lr`` (cosine)."""
     min_factor = min(max(min_lr / lr, 0.0), 1.0) if lr > 0 else 0.0
     return LambdaLR(optimizer, WarmupCosine(max(warmup_steps, 0), max(total_steps, 1), min_factor))
+
+
+def replan(scheduler: LambdaLR, total_steps: int) -> None:
+    """Give a resumed :func:`warmup_cosine` schedule a new length: from its current step on, the learning
+    rate follows the curve of a run planned with ``total_steps`` from the start (more epochs: the cosine
+    is stretched instead of the extra epochs running at ``min_lr``)."""
+    schedule = scheduler.lr_lambdas[0]
+    schedule.total_steps = max(total_steps, 1)
+    groups = scheduler.optimizer.param_groups
+    for group, base_lr in zip(groups, scheduler.base_lrs, strict=True):
+        group["lr"] = base_lr * schedule(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in groups]
