@@ -19,7 +19,6 @@ Prints a table, writes ``benchmarks/results/real_cpu.json`` and ``docs/images/re
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -109,7 +108,7 @@ def train(args, split: dict, init: Path | None, output: Path) -> tuple[Path, flo
         init_encoder=str(init) if init else None,
     )
     start = time.perf_counter()
-    result = finetune(dataclasses.replace(config, patience=None))
+    result = finetune(config.model_copy(update={"patience": None}))
     return result.last_path, time.perf_counter() - start
 
 

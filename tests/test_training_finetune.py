@@ -105,7 +105,8 @@ def test_resume_reproduces_the_uninterrupted_run(study, tmp_path):
     assert result.status == "max_steps" and result.step == 5
     resumed = []
     finetune(
-        first.model_copy(update={"max_steps": None, "resume": str(result.last_path)}), callbacks=[resumed.append]
+        first.model_copy(update={"max_steps": None, "resume": str(result.last_path)}),
+        callbacks=[resumed.append],
     )
 
     expected, got = step_losses(full), step_losses(resumed)
