@@ -45,8 +45,7 @@ class MetricsLog:
 
 def _summary_writer(folder: Path):
     try:
-        import tensorboard  # noqa: F401  (torch's SummaryWriter needs it)
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # an ImportError without the tensorboard package
     except ImportError:
         return None
     return SummaryWriter(str(folder))
