@@ -388,3 +388,20 @@ def test_torchrun_two_processes_share_the_inputs_and_write_one_summary(study, ch
     again = torchrun("predict", *options, "--skip-existing")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 of 0 inputs done (" in again.stdout
+
+
+def test_an_image_over_the_memory_budget_is_predicted_lazily_not_refused(checkpoint, tmp_path, monkeypatch):
+    image = (np.random.default_rng(1).random((120, 100)) * 1000).astype(np.uint16)
+    source = tmp_path / "cells_BF.tif"
+    tifffile.imwrite(source, image)
+    args = ["predict", *predict_options(source, tmp_path / "out", checkpoint)]
+    assert main([*args[:3], str(tmp_path / "eager"), *args[4:]]) == 0
+    monkeypatch.setenv("LIGHTMYCELLS_MAX_IMAGE_GIB", "0.00001")  # ~10 kB: read_image would refuse it
+    monkeypatch.setattr(lazy, "read_image", lambda path: pytest.fail("read in one piece"))
+    assert main(args) == 0
+    np.testing.assert_allclose(
+        tifffile.imread(tmp_path / "out" / "cells_BF_Nucleus.ome.tiff"),
+        tifffile.imread(tmp_path / "eager" / "cells_BF_Nucleus.ome.tiff"),
+        rtol=1e-5,
+        atol=1e-3,
+    )

@@ -21,6 +21,7 @@ import tifffile
 
 from ..errors import DataError
 from ..files import TMP_SUFFIX
+from ..memory import image_budget
 from .io import Image, _open_tiff, _read_metadata, modality_from_name, read_image, squeezed_axes
 
 MIB = 2**20
@@ -30,13 +31,15 @@ ZARR_CHUNK = 1024
 
 
 def open_image(path: str | os.PathLike) -> Image:
-    """:func:`.io.read_image` for images up to :data:`LAZY_READ_ABOVE`; bigger ones with lazy ``data``."""
+    """:func:`.io.read_image` for images up to :data:`LAZY_READ_ABOVE` (and the memory budget of
+    :mod:`..memory`); bigger ones with lazy ``data``."""
     path = Path(path)
     with _open_tiff(path) as tif:
         series = tif.series[0]
         shape, axes, dtype = tuple(series.shape), series.axes, np.dtype(series.dtype)
         meta = _read_metadata(tif)
-    if math.prod(shape) * dtype.itemsize <= LAZY_READ_ABOVE:
+    budget = image_budget()[0]  # read_image refuses images over it: those are read lazily too
+    if math.prod(shape) * dtype.itemsize <= min(LAZY_READ_ABOVE, budget or LAZY_READ_ABOVE):
         return read_image(path)
     keep, kept_axes = squeezed_axes(shape, axes, path.name)
     if dtype.kind not in "uif":
