@@ -123,3 +123,9 @@ def test_a_loss_that_stays_nan_ends_the_run_with_a_message(study, tmp_path):
     with pytest.raises(ModelError, match="loss was nan for 10 steps in a row"):
         run(config, nan_at(None, config, snapshots))
     assert all(same(snapshots[0], snapshot) for snapshot in snapshots)
+
+
+def test_tensorboard_events_are_written_when_it_is_installed(study, tmp_path):
+    pytest.importorskip("tensorboard")
+    finetune(tiny_config(study, tmp_path / "run", epochs=1))
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
