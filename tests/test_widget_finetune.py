@@ -1,8 +1,13 @@
 """Fine-tune widget: a tiny run from layers with live progress, stop, hand-off to Predict, resume, errors."""
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -174,3 +179,50 @@ def test_a_new_run_goes_to_a_numbered_folder_instead_of_replacing_one(
     assert Path(widget.output.value) == tmp_path / "run-2" and (tmp_path / "run-2" / "last.pt").is_file()
     assert (tmp_path / "run" / "last.pt").read_bytes() == first
     assert any(f"this run goes to {tmp_path / 'run-2'}" in n.message for n in notifications)
+
+
+NAPARI_SESSION = """
+if __name__ == "__main__":  # the training process re-imports this file: nothing to run there
+    import sys, time
+    import napari
+    from qtpy.QtWidgets import QApplication
+    from napari_lightmycells.data.io import read_image
+    from napari_lightmycells.widgets.finetune import FinetuneWidget
+
+    study, output = sys.argv[1], sys.argv[2]
+    viewer = napari.Viewer(show=False)
+    viewer.add_image(read_image(f"{study}/image_1_BF_z0.ome.tiff").data, name="BF")
+    viewer.add_image(read_image(f"{study}/image_1_Nucleus.ome.tiff").data, name="Nucleus")
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Fine-tune")
+    widget.pairs[0].input.value, widget.pairs[0].target.value = viewer.layers["BF"], viewer.layers["Nucleus"]
+    widget.model.value, widget.crop_size.value, widget.batch_size.value = "unetr_tiny", 64, 1
+    widget.epochs.value, widget.val_fraction.value, widget.workers.value = 1000, 0.0, 0
+    widget.device.value, widget.output.value = "cpu", output
+    widget.start_button.clicked()
+    while widget.progress.value < 1:
+        QApplication.processEvents()
+        time.sleep(0.02)
+    print(widget.job._worker.pid, flush=True)
+    viewer.close()  # the user quits napari mid-run
+"""
+
+
+@pytest.mark.slow
+def test_quitting_napari_mid_run_saves_and_ends_the_training_process(tmp_path):
+    study = make_synthetic_study(tmp_path / "study", n_cases=1, size=72, n_planes=1)
+    script = tmp_path / "session.py"
+    script.write_text(NAPARI_SESSION)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    session = subprocess.Popen(
+        [sys.executable, str(script), str(study), str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    child = int(session.stdout.readline())
+    quit_at = time.monotonic()
+    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() - quit_at < 20, "training process still alive 20 s after napari quit"
+        time.sleep(0.05)
+    _, stderr = session.communicate(timeout=60)
+    assert session.returncode == 0, stderr[-2000:]
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["training_state"]["loop"]["step"] >= 1
