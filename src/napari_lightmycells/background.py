@@ -183,6 +183,7 @@ class TrainingJob:
     def _finish(self, result, error: BaseException | None) -> None:
         self.result, self.error, self.finished = result, error, True
         if self._log is not None:
+            self._echo_log()
             self._log.unlink(missing_ok=True)
         _running.discard(self)
 
