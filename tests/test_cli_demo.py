@@ -6,8 +6,11 @@ from napari_lightmycells.cli import main
 def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--epochs", "1", "--device", "cpu"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "UNETR predictions (held-out cases)" in printed and "Baseline" in printed
+    assert captured.err.count("epoch 1:") == 1 and "Warning" not in captured.err
+    assert printed.count("ok       ") == 9  # one line per predicted input
     assert (out / "run" / "best.pt").is_file() and (out / "run" / "last.pt").is_file()
     predictions = sorted((out / "predictions").glob("*_Nucleus.ome.tiff"))
     assert len(predictions) == 9  # 3 held-out cases x 3 focus planes

@@ -37,7 +37,10 @@ def test_predict_then_evaluate_writes_images_and_tables(study, checkpoint, tmp_p
     prediction, source = read_image(written[0]), read_image(inputs[0])
     assert prediction.data.shape == source.data.shape and prediction.data.dtype.name == "float32"
     assert prediction.pixel_size == pytest.approx(source.pixel_size)
-    assert "4 of 4 inputs done" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "4 of 4 inputs done" in printed.out
+    for path in inputs:  # one line per input, nothing else names it
+        assert printed.out.count(str(path)) == 1 and str(path) not in printed.err
 
     assert (
         main(["evaluate", "--predictions", str(out), "--study", str(study), "-o", str(tmp_path / "eval")])
@@ -405,3 +408,13 @@ def test_an_image_over_the_memory_budget_is_predicted_lazily_not_refused(checkpo
         rtol=1e-5,
         atol=1e-3,
     )
+
+
+def test_quiet_predict_prints_only_the_summary(study, checkpoint, tmp_path, capsys):
+    inputs = sorted(study.glob("image_*_BF_z*.ome.tiff"))
+    args = ["predict", *map(str, inputs), "-o", str(tmp_path), "-m", str(checkpoint), "--tile-size", "64"]
+    assert main(["-q", *args]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    assert printed.out.splitlines()[0] == f"4 of 4 inputs done (0 skipped), outputs in {tmp_path}"
+    assert len(printed.out.splitlines()) == 2  # and the summary table's path

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -202,6 +204,25 @@ def test_predict_files_writes_ome_tiffs_and_reports_every_file(tmp_path, image):
     assert sorted(p.name for r in results for p in r.outputs) == sorted(
         f"{stem}_{o}.ome.tiff" for stem in ("cell_BF", "stack") for o in ("Nucleus", "Actin")
     )
+
+
+def test_predict_files_reports_one_job_over_all_inputs_and_tiles(tmp_path, image):
+    write_ome_tiff(tmp_path / "a.tif", image)
+    write_ome_tiff(tmp_path / "b.tif", np.stack([image, image, image]), z_step=1.0)
+    (tmp_path / "broken.tif").write_bytes(b"not a tiff")
+    events = []
+    predictor = Predictor({"Nucleus": StandIn(), "Actin": StandIn()}, device="cpu", tile_size=64)
+    inputs = [tmp_path / name for name in ("a.tif", "b.tif", "broken.tif")]
+    predictor.predict_files(inputs, tmp_path / "out", plane="all", callbacks=[events.append])
+    tiles = len(plan_tiles(image.shape, 64, 16, 0.125))
+    total = 2 * tiles + 3 * 2 * tiles  # a: 1 plane, b: 3 planes, 2 organelles; broken.tif: none
+    assert [e.kind for e in events if e.kind != "step"] == ["start", "log", "log", "log", "done"]
+    assert events[0].total == total and "3 input(s)" in events[0].message
+    steps = [e.step for e in events if e.kind == "step"]
+    assert steps == sorted(steps) and steps[-1] == total and len(steps) == 8 * tiles
+    logs = [e for e in events if e.kind == "log"]
+    assert [Path(e.path).name for e in logs] == ["a.tif", "b.tif", "broken.tif"]
+    assert logs[0].message.startswith("ok ") and logs[2].message.startswith("error ")
 
 
 def test_predict_files_propagates_a_stop_request(tmp_path, image):

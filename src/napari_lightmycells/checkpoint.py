@@ -16,6 +16,7 @@ import platform
 import re
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,10 @@ class ModelCard:
 
 def provenance(**extra: Any) -> dict[str, Any]:
     """Versions and host of the current process, plus ``extra`` (epoch, metrics, training config...)."""
-    import timm
-
     return {
         "napari_lightmycells": __version__,
         "torch": str(torch.__version__),
-        "timm": str(timm.__version__),
+        "timm": metadata.version("timm"),
         "python": platform.python_version(),
         "host": platform.node(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from ..errors import LightMyCellsError, StopRequested
+from .progress import set_log_level
 
 # Sub-command name -> module in this package exposing ``add_parser(subparsers)`` and ``run(args)``.
 COMMANDS = {
@@ -34,7 +35,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         prog="lightmycells",
         description="Predict fluorescence organelles from label-free microscopy (LightMyCells UNETR models).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="also debug messages")
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress: only warnings, errors and results"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
     for name, module_name in COMMANDS.items():
@@ -52,7 +57,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser, modules = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    set_log_level(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     if args.command is None:
         parser.print_help()
         return 1

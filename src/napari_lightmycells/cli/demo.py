@@ -53,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         val_fraction=0.25,
     )
-    result = finetune(config, callbacks=[ProgressBar("fine-tune")], overwrite=args.overwrite)
-    print(f"training {result.status} after {result.epoch} epochs; best model: {result.best_path}")
+    result = finetune(
+        config, callbacks=[ProgressBar("fine-tune")], overwrite=args.overwrite
+    )  # last line: best model
 
     _, held_out = split_cases(
         discover_study(study_dir).cases, config.val_fraction, config.seed

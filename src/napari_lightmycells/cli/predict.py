@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..constants import canonical_organelle
 from ..errors import LightMyCellsError, ModelError
 from ..inference.tiling import DEFAULT_OVERLAP
+from .progress import progress_shown
 
 if TYPE_CHECKING:
     import torch
@@ -155,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         )
     with session(args.device) as (env, device):
         results = _predict_shard(args, plane, device, env)
+        shown = {str(r.file) for r in results} if env.is_main and progress_shown() else set()
         if env.enabled:
             import torch.distributed as dist
 
@@ -162,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
             dist.all_gather_object(shards, results)
             results = sorted((r for shard in shards for r in shard), key=lambda r: str(r.file))
         if env.is_main:
-            _report(results, args.output)
+            _report(results, args.output, shown)
     return 1 if any(r.status == "error" for r in results) else 0
 
 
@@ -188,7 +190,7 @@ def _predict_shard(args: argparse.Namespace, plane, device, env: DistEnv) -> lis
         precision=args.precision,
         cache=cache,
     )
-    bar = ProgressBar("predict", disable=True if not env.is_main else None)
+    bar = ProgressBar("predict", enabled=env.is_main)
     try:
         return predictor.predict_files(
             args.inputs,
@@ -204,12 +206,14 @@ def _predict_shard(args: argparse.Namespace, plane, device, env: DistEnv) -> lis
         bar.close()
 
 
-def _report(results: list[FileResult], output: Path) -> None:
-    """Print every input's status and write them to ``predict_summary_<time>.csv`` in ``output``."""
+def _report(results: list[FileResult], output: Path, shown: set[str]) -> None:
+    """Print the status of inputs not ``shown`` already (with ``-q``: failures only) and write every
+    input's status to ``predict_summary_<time>.csv`` in ``output``."""
     from ..files import atomic_write
 
     for result in results:
-        print(f"{result.status:<8} {result.file}  {result.message}")
+        if str(result.file) not in shown and (result.status == "error" or progress_shown()):
+            print(result.line())
     summary = output / time.strftime("predict_summary_%Y%m%d-%H%M%S.csv")
 
     def write(tmp: str) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .train import COMMON_FLAGS, ProgressPrinter, add_run_arguments, report, resolve_config, stop_on_interrupt
+from .progress import ProgressBar
+from .train import COMMON_FLAGS, add_run_arguments, report, resolve_config, stop_on_interrupt
 
 PRETRAIN_FLAGS = [
     ("--samples-per-plane", "samples_per_plane", {"type": int}),
@@ -32,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(args, PretrainConfig, COMMON_FLAGS + PRETRAIN_FLAGS, "pretrain")
     with stop_on_interrupt() as stop:
         result = pretrain(
-            config, callbacks=[ProgressPrinter(not args.no_progress)], stop=stop, overwrite=args.overwrite
+            config,
+            callbacks=[ProgressBar("pretrain", bar=not args.no_progress)],
+            stop=stop,
+            overwrite=args.overwrite,
         )
     return report(result)

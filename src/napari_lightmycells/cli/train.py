@@ -16,7 +16,8 @@ import typing
 from collections.abc import Iterator
 from typing import Any
 
-from ..events import ProgressEvent, StopToken
+from ..events import StopToken
+from .progress import ProgressBar, set_log_level
 
 # Flags shared by `train` and `pretrain`: (flag, config field, argparse keywords). The help text and the
 # choices come from the config field (its description and Literal type).
@@ -122,7 +123,7 @@ def add_parser(sub) -> None:
 def resolve_config(args: argparse.Namespace, cls, flags, default_preset: str):
     """Config from --config, --preset, the resumed checkpoint, or ``default_preset``; then flag overrides."""
     if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, only rank 0 logs
-        logging.getLogger().setLevel(logging.WARNING)
+        set_log_level(logging.WARNING)
     from ..training.config import load_config
     from ..training.engine import config_from_checkpoint
 
@@ -138,48 +139,6 @@ def resolve_config(args: argparse.Namespace, cls, flags, default_preset: str):
     if args.no_augment:
         config = config.replace(augment={**config.augment, "enabled": False})
     return config
-
-
-class ProgressPrinter:
-    """Turns training events into a tqdm bar (or plain lines) on stderr."""
-
-    def __init__(self, bar: bool = True):
-        self.use_bar = bar and sys.stderr.isatty()
-        self.bar = None
-        self.eta_s: float | None = None
-
-    def __call__(self, event: ProgressEvent) -> None:
-        from tqdm import tqdm
-
-        if event.kind == "start":
-            if self.use_bar:
-                self.bar = tqdm(total=event.total, initial=event.step, unit="step", dynamic_ncols=True)
-            self.write(event.message)
-        elif event.kind == "step":
-            self.eta_s = event.eta_s
-            if self.bar is not None:
-                self.bar.update(event.step - self.bar.n)
-                self.bar.set_postfix(epoch=event.epoch, loss=f"{event.metrics['loss']:.4f}")
-        elif event.kind == "epoch":
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in event.metrics.items() if k != "epoch_time_s")
-            eta = "" if self.bar is not None else self._eta(event)
-            self.write(f"epoch {event.epoch}: {shown}{eta}")
-        elif event.kind in ("log", "done"):
-            self.write(event.message + (f" ({event.path})" if event.kind == "done" and event.path else ""))
-            if event.kind == "done" and self.bar is not None:
-                self.bar.close()
-
-    def _eta(self, event: ProgressEvent) -> str:
-        eta = f", ETA {self.eta_s / 60:.1f} min" if self.eta_s is not None else ""
-        return f" [step {event.step}/{event.total}{eta}]" if event.total else ""
-
-    def write(self, message: str) -> None:
-        if not message:
-            return
-        if self.bar is not None:
-            self.bar.write(message, file=sys.stderr)
-        else:
-            print(message, file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -223,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(args, TrainConfig, COMMON_FLAGS + TRAIN_FLAGS, "nucleus")
     with stop_on_interrupt() as stop:
         result = finetune(
-            config, callbacks=[ProgressPrinter(not args.no_progress)], stop=stop, overwrite=args.overwrite
+            config,
+            callbacks=[ProgressBar("train", bar=not args.no_progress)],
+            stop=stop,
+            overwrite=args.overwrite,
         )
     return report(result)

@@ -207,7 +207,7 @@ def discover_study(folder: str | Path, organelle: str | None = None, modality: s
         study = Study(root, "LightMyCells", _discover_lightmycells(root))
     if not study.cases:
         raise DataError(f"No input images found in {root}. {LAYOUT_HELP}")
-    logger.info("Found %d cases in %s", len(study.cases), root)
+    logger.debug("Found %d cases in %s", len(study.cases), root)
     return study.select(organelle, modality)
 
 

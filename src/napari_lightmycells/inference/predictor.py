@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from ..data.focus import best_focus_index
 from ..data.normalize import NormStats, compute_stats, denormalize
 from ..devices import autocast_dtype, is_out_of_memory, select_device
 from ..errors import DataError, LightMyCellsError, ModelError, StopRequested
-from ..events import Callback, Reporter, StopToken
+from ..events import Callback, ProgressEvent, Reporter, StopToken
 from .arrays import coarsest_sample, is_lazy, plane_of
 from .cache import ModelCache
 from .tiling import (
@@ -46,6 +47,9 @@ from .tiling import (
     plan_tiles,
     predict_grid,
 )
+
+if TYPE_CHECKING:
+    from .outputs import PlannedInput
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,23 @@ class FileResult:
     status: str
     message: str = ""
     outputs: list[Path] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"{self.status:<8} {self.file}  {self.message}"
+
+
+class _JobProgress:
+    """Re-emits the tile steps of one :meth:`Predictor.predict` call as steps of a whole batch job."""
+
+    def __init__(self, reporter: Reporter, base: int, expected: int):
+        self.reporter, self.base, self.expected = reporter, base, expected
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.total is not None and event.total != self.expected:  # a tile size other than planned
+            self.reporter.total += event.total - self.expected
+            self.expected = event.total
+        if event.kind == "step":
+            self.reporter.emit("step", self.base + event.step, message=event.message)
 
 
 @dataclass
@@ -201,7 +222,8 @@ class Predictor:
         process of a ``torchrun`` job; skipped inputs are reported by rank 0), after ``after_plan()`` (a
         barrier: no process writes while another still checks the outputs). Nothing is skipped silently:
         every input (and every non-TIFF file found in a folder) gets a :class:`FileResult`; a file that
-        fails gets an ``"error"`` entry and the others are still processed.
+        fails gets an ``"error"`` entry and the others are still processed. Progress is one job: ``step``
+        events count the tiles of all inputs, and each input's result is a ``log`` event with its ``path``.
         """
         from .outputs import plan_outputs
 
@@ -212,17 +234,24 @@ class Predictor:
         mine = {id(item) for item in todo[rank::count]}
         if after_plan is not None:
             after_plan()
-        results = []
+        tiles = {id(item): self._count_file_tiles(item, plane) for item in todo if id(item) in mine}
+        reporter = Reporter("predict", callbacks, total=sum(tiles.values()))
+        reporter.emit(
+            "start", 0, message=f"Predicting {', '.join(self.organelles)} for {len(tiles)} input(s)"
+        )
+        results, done = [], 0
         for item in plan:
             path = item.path
             if item.skip_reason:
                 if rank == 0:
                     results.append(FileResult(path, "skipped", item.skip_reason))
+                    reporter.emit("log", done, message=results[-1].line(), path=str(path))
                 continue
             if id(item) not in mine:
                 continue
+            progress = _JobProgress(reporter, done, tiles[id(item)])
             try:
-                outputs = self._predict_file(item.path, item.outputs, plane, callbacks, stop)
+                outputs = self._predict_file(item.path, item.outputs, plane, [progress], stop)
             except StopRequested:
                 raise
             except LightMyCellsError as exc:
@@ -232,8 +261,21 @@ class Predictor:
                 results.append(FileResult(path, "error", f"{type(exc).__name__}: {exc}"))
             else:
                 results.append(FileResult(path, "ok", f"wrote {len(outputs)} file(s)", outputs))
-            logger.info("%s: %s %s", path.name, results[-1].status, results[-1].message)
+            done += progress.expected
+            reporter.emit("log", done, message=results[-1].line(), path=str(path))
+        reporter.emit("done", done)
         return results
+
+    def _count_file_tiles(self, item: PlannedInput, plane: PlaneChoice) -> int:
+        """Tiles :meth:`predict_files` will run for one input (0 if its header cannot be read)."""
+        from ..data.io import read_shape
+
+        try:
+            shape = read_shape(item.path)
+        except LightMyCellsError:
+            return 0
+        planes = shape[0] if plane == "all" and len(shape) == 3 else 1
+        return planes * sum(len(self._grid(shape[-2:], self.models[organelle])) for organelle in item.outputs)
 
     def _predict_file(self, path: Path, outputs: dict[str, Path], plane, callbacks, stop) -> list[Path]:
         """Predict the organelles of ``outputs`` for one file and write them (OME-TIFF, or OME-Zarr)."""
@@ -415,7 +457,7 @@ def select_planes(image, plane: PlaneChoice, samples=None) -> list[int | None]:
         return list(range(image.shape[0]))
     if plane == "best":
         index = best_focus_index(np.asarray(image if samples is None else samples))
-        logger.info("Best-focus plane: %d of %d", index, image.shape[0])
+        logger.debug("Best-focus plane: %d of %d", index, image.shape[0])
         return [index]
     if isinstance(plane, (int, np.integer)) and not isinstance(plane, bool):
         if not -image.shape[0] <= plane < image.shape[0]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
-from timm.models.vision_transformer import Block
 from torch import nn
 
+from ._timm import Block
 from .vit import ViTConfig, ViTEncoder, pos_embed_for_grid, sincos_pos_embed
 
 MASK_TYPES = ("grid", "random")

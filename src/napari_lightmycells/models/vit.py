@@ -12,12 +12,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from timm.layers import PatchEmbed, resample_abs_pos_embed
-from timm.models.vision_transformer import Block
 from torch import nn
 
 from ..errors import DataError
 from ..legacy import ENCODER_RENAMES, renamed
+from ._timm import Block, PatchEmbed, resample_abs_pos_embed
 
 
 @dataclass(frozen=True)
