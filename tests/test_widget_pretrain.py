@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
+from napari.utils.theme import get_theme
 
 from napari_lightmycells.loading import load_model
 from napari_lightmycells.widgets.finetune import FinetuneWidget
@@ -53,3 +55,22 @@ def test_no_layer_chosen_is_refused(viewer_and_widget, notifications):
     widget.layers.value = []
     widget.start_button.clicked()
     assert widget.job is None and "No image layers chosen" in notifications[-1].message
+
+
+def test_training_plot_follows_the_viewer_theme(viewer_and_widget):
+    viewer, widget = viewer_and_widget
+    widget.plot.add_epoch(1, {"train_loss": 0.5})
+
+    def shown(theme):
+        colors = get_theme(theme)
+        legend = widget.plot.loss_axis.get_legend()
+        return (
+            to_hex(widget.plot.figure.get_facecolor()) == colors.background.as_hex()
+            and to_hex(widget.plot.loss_axis.get_facecolor()) == colors.background.as_hex()
+            and to_hex(widget.plot.loss_axis.title.get_color()) == colors.text.as_hex()
+            and to_hex(legend.get_texts()[0].get_color()) == colors.text.as_hex()
+        )
+
+    assert viewer.theme == "dark" and shown("dark")  # napari's default
+    viewer.theme = "light"
+    assert shown("light") and not shown("dark")

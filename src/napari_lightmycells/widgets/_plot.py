@@ -1,18 +1,23 @@
-"""A live plot of training curves: losses on the left, PSNR on the right, per epoch."""
+"""A live plot of training curves: losses on the left, PSNR on the right, per epoch, in napari's colours."""
 
 from __future__ import annotations
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from napari.utils.theme import get_theme
 
 STYLES = {"train": "-", "val": "--"}
 
 
 class TrainingPlot(FigureCanvasQTAgg):
-    """Curves of every ``*loss`` (and ``*psnr``) metric of ``epoch`` events (train solid, validation dashed)."""
+    """Curves of every ``*loss`` (and ``*psnr``) metric of ``epoch`` events (train solid, validation dashed).
 
-    def __init__(self, with_psnr: bool = True, height_px: int = 220):
+    Colours follow a napari theme (``"dark"``, ``"light"``, ``"system"`` or a custom one): call
+    :meth:`set_theme` when the viewer's theme changes.
+    """
+
+    def __init__(self, with_psnr: bool = True, height_px: int = 220, theme: str = "dark"):
         figure = Figure(figsize=(4, 2.2), layout="constrained")
         super().__init__(figure)
         self.setMinimumHeight(height_px)
@@ -25,6 +30,34 @@ class TrainingPlot(FigureCanvasQTAgg):
             axis.tick_params(labelsize=6)
         self.curves: dict[str, list[tuple[int, float]]] = {}
         self._lines: dict[str, Line2D] = {}
+        self.set_theme(theme)
+
+    def set_theme(self, theme: str) -> None:
+        """Background, text, axes and legends in the colours of napari's ``theme``."""
+        colors = get_theme(theme)
+        background, text = colors.background.as_hex(), colors.text.as_hex()
+        grid = colors.highlight.as_hex()
+        self.figure.set_facecolor(background)
+        for axis in self.axes:
+            axis.set_facecolor(background)
+            axis.title.set_color(text)
+            axis.xaxis.label.set_color(text)
+            axis.tick_params(colors=text, which="both")
+            for spine in axis.spines.values():
+                spine.set_color(grid)
+            axis.grid(True, color=grid, linewidth=0.5, alpha=0.5)
+            legend = axis.get_legend()
+            if legend is not None:
+                self._style_legend(legend, background, text, grid)
+        self._colors = (background, text, grid)
+        self.draw_idle()
+
+    @staticmethod
+    def _style_legend(legend, background: str, text: str, edge: str) -> None:
+        legend.get_frame().set_facecolor(background)
+        legend.get_frame().set_edgecolor(edge)
+        for label in legend.get_texts():
+            label.set_color(text)
 
     def clear(self) -> None:
         """Forget all curves (a new run starts)."""
@@ -48,7 +81,7 @@ class TrainingPlot(FigureCanvasQTAgg):
             (self._lines[name],) = axis.plot(
                 [], [], STYLES.get(name.split("_")[0], ":"), marker=".", label=name
             )
-            axis.legend(fontsize=6)
+            self._style_legend(axis.legend(fontsize=6), *self._colors)
         return self._lines[name]
 
     def _refresh(self) -> None:

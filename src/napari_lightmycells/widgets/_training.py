@@ -123,8 +123,9 @@ class TrainingWidget(Container):
         self.status = Label(label="", value="Idle")
         buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal", labels=False)
         super().__init__(widgets=[self.settings, buttons, self.progress, self.status], labels=False)
-        self.plot = TrainingPlot(with_psnr=self.plots_psnr)
+        self.plot = TrainingPlot(with_psnr=self.plots_psnr, theme=viewer.theme)
         self.native.layout().addWidget(self.plot)
+        viewer.events.theme.connect(self._on_theme)
         self.job: TrainingJob | None = None
         self._timer = QTimer(self.native)
         self._timer.setInterval(POLL_MS)
@@ -197,9 +198,13 @@ class TrainingWidget(Container):
             self.stop_button.enabled = False
             self.status.value = "Stopping (saving last.pt)…"
 
+    def _on_theme(self, event=None) -> None:
+        self.plot.set_theme(self.viewer.theme)
+
     def _on_closed(self) -> None:
         """The dock was closed: stop the run, which saves ``last.pt`` so it can be resumed later, and let
         the job read the process's last messages itself so that the process exits."""
+        self.viewer.events.theme.disconnect(self._on_theme)
         if self.job is not None:
             self.job.detach()
 
