@@ -3,6 +3,7 @@ import torch
 
 from napari_lightmycells.models import MAE2D, UNETR2D, create_model, mae_config, unetr_config
 from napari_lightmycells.models.mae import grid_mask
+from napari_lightmycells.models.vit import pos_embed_for_grid
 
 
 def test_grid_mask_is_a_checkerboard_hiding_half():
@@ -94,7 +95,12 @@ def test_mae_encoder_transfers_into_unetr():
 
 def test_encoder_transfer_across_image_sizes_resamples_positions():
     mae = MAE2D(mae_config("mae_tiny"))
+    with torch.no_grad():
+        mae.encoder.pos_embed.normal_()  # not the sin-cos table the bigger model starts from
     big = UNETR2D(unetr_config("unetr_tiny", crop_size=128))
     big.encoder.load_state_dict_resampled(mae.encoder_state_dict())
-    assert big.encoder.pos_embed.shape[1] == 1 + 16 * 16
+    grid = mae.config.encoder.grid_size
+    assert big.encoder.config.grid_size == 2 * grid
+    expected = pos_embed_for_grid(mae.encoder.pos_embed, grid, (2 * grid, 2 * grid))
+    assert torch.equal(big.encoder.pos_embed, expected)
     assert torch.equal(big.encoder.blocks[0].attn.qkv.weight, mae.encoder.blocks[0].attn.qkv.weight)

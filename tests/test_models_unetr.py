@@ -10,6 +10,7 @@ from napari_lightmycells.models import (
     create_model,
     unetr_config,
 )
+from napari_lightmycells.models.vit import ViTEncoder
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,23 @@ def test_side_not_multiple_of_token_is_a_clear_error(tiny):
 def test_reference_size_uses_stored_positional_embedding_unchanged(tiny):
     grid = tiny.encoder.config.grid_size
     assert tiny.encoder.pos_embed_for((grid, grid)) is tiny.encoder.pos_embed
-    resampled = tiny.encoder.pos_embed_for((grid // 2, grid * 2))
-    assert resampled.shape == (1, 1 + grid * grid, tiny.encoder.config.embed_dim)
+
+
+def test_positional_embedding_is_resampled_along_each_axis(tiny):
+    """The sin-cos table codes the row in its first half and the column in its second: resampled to a
+    grid of another shape, the row code stays constant along each row and the column code down each column."""
+    grid, dim = tiny.encoder.config.grid_size, tiny.encoder.config.embed_dim
+    rows, cols = grid // 2, grid * 3
+    resampled = tiny.encoder.pos_embed_for((rows, cols))
+    assert resampled.shape == (1, 1 + rows * cols, dim)
+    assert torch.equal(resampled[:, 0], tiny.encoder.pos_embed[:, 0])  # class token untouched
+    tokens = resampled[0, 1:].reshape(rows, cols, dim)
+    row_code, col_code = tokens[..., : dim // 2], tokens[..., dim // 2 :]
+    torch.testing.assert_close(row_code, row_code[:, :1].expand_as(row_code))
+    torch.testing.assert_close(col_code, col_code[:1].expand_as(col_code))
+    assert not torch.allclose(row_code[0], row_code[-1]) and not torch.allclose(
+        col_code[:, 0], col_code[:, -1]
+    )
 
 
 def test_translation_of_content_is_not_ignored(tiny):
@@ -111,9 +127,17 @@ def test_bf16_autocast_and_channels_last(tiny):
     assert torch.allclose(fast, ref, atol=1e-5)
 
 
-def test_parameter_count_is_stable_for_presets():
+def test_parameter_count_includes_the_frozen_positional_embedding():
     model = create_model("unetr_tiny")
-    manual = sum(p.numel() for p in model.encoder.parameters()) + sum(
-        p.numel() for p in model.decoder.parameters()
-    )
-    assert count_parameters(model) == manual
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert count_parameters(model) == trainable + model.encoder.pos_embed.numel()
+
+
+def test_encoder_parameter_count_follows_the_vit_formula():
+    """Patch embedding, class token, positional table, then per block: 2 LayerNorms, qkv and projection
+    (with biases), and the MLP."""
+    c = unetr_config("unetr_tiny").encoder
+    d, hidden = c.embed_dim, int(c.embed_dim * c.mlp_ratio)
+    block = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * hidden + hidden) + (hidden * d + d)
+    expected = (c.token_size**2 * c.in_channels * d + d) + d + (1 + c.grid_size**2) * d + c.depth * block
+    assert count_parameters(ViTEncoder(c)) == expected
