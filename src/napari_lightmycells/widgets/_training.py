@@ -35,6 +35,7 @@ from ..events import ProgressEvent
 from ..training.config import RunConfig, TrainConfig
 from ..training.engine import LAST, config_from_checkpoint
 from ..training.run_folder import next_free_folder
+from ._help import TRAINING, add_tooltips
 from ._plot import TrainingPlot
 from ._tasks import notify_error
 
@@ -82,6 +83,7 @@ class TrainingWidget(Container):
     action = "Fine-tuning"
     config_class: type[RunConfig] = TrainConfig
     plots_psnr = True
+    help_texts: dict[str, str] = TRAINING
 
     def __init__(self, viewer: napari.Viewer, specific: list[Widget], mode: str = "process"):
         self.viewer, self.mode = viewer, mode
@@ -123,6 +125,7 @@ class TrainingWidget(Container):
         self.status = Label(label="", value="Idle")
         buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal", labels=False)
         super().__init__(widgets=[self.settings, buttons, self.progress, self.status], labels=False)
+        add_tooltips(self, self.help_texts)
         self.plot = TrainingPlot(with_psnr=self.plots_psnr, theme=viewer.theme)
         self.native.layout().addWidget(self.plot)
         viewer.events.theme.connect(self._on_theme)

@@ -28,6 +28,7 @@ from ..data.io import write_ome_tiff
 from ..errors import DataError
 from ..models import UNETR_PRESETS
 from ..training.config import TrainConfig
+from ._help import FINETUNE, add_tooltips
 from ._training import (
     CHECKPOINT_FILTER,
     FOLDER,
@@ -48,11 +49,14 @@ class PairRow(Container):
         )
         self.target = ComboBox(label="target", choices=lambda _: image_layers(viewer), tooltip="Fluorescence")
         super().__init__(widgets=[self.input, self.target], layout="horizontal", labels=False)
+        add_tooltips(self, FINETUNE)
         self.margins = (0, 0, 0, 0)
 
 
 class FinetuneWidget(TrainingWidget):
     """Fine-tune a UNETR to predict one organelle from image layer pairs or a study folder."""
+
+    help_texts = FINETUNE
 
     def __init__(self, napari_viewer: napari.Viewer, mode: str = "process"):
         self.source = ComboBox(label="training data", choices=(LAYERS, FOLDER))

@@ -32,6 +32,7 @@ from ..hub import ModelEntry
 from ..inference.cache import ModelCache
 from ..inference.predictor import Predictor, resolve_plane
 from ..inference.tiling import DEFAULT_OVERLAP
+from ._help import PREDICT, add_tooltips
 from ._tasks import notify_error, start_worker, unless_closed
 from .downloads import ModelDownloads, describe, public_models
 from .export import ExportPanel
@@ -169,6 +170,7 @@ class PredictWidget(Container):
                 self.exporter,
             ]
         )
+        add_tooltips(self, PREDICT)
         self.worker = None
         self._stop: StopToken | None = None
         self._progress: progress | None = None

@@ -20,6 +20,7 @@ from ..data.io import write_ome_tiff
 from ..errors import DataError
 from ..models import MAE_PRESETS, UNETR_PRESETS
 from ..training.config import PretrainConfig
+from ._help import PRETRAIN
 from ._training import FOLDER, LAYERS, LAYERS_STUDY, TrainingWidget, image_layers, plain_layer_data
 from .finetune import FinetuneWidget
 
@@ -31,6 +32,7 @@ class PretrainWidget(TrainingWidget):
     action = "Pretraining"
     config_class = PretrainConfig
     plots_psnr = False
+    help_texts = PRETRAIN
 
     def __init__(self, napari_viewer: napari.Viewer, mode: str = "process"):
         self.source = ComboBox(label="training data", choices=(LAYERS, FOLDER))
