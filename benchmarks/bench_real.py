@@ -137,7 +137,8 @@ def evaluate(checkpoint: Path, test, in_focus: int | None) -> tuple[dict, tuple]
         )
         images.append((image, prediction))
     focus = best_focus_index(np.stack([image for image, _ in images])) if in_focus is None else in_focus
-    return {"in_focus_plane": focus, "planes": planes}, (*images[focus], target)
+    image, prediction = images[focus]
+    return {"in_focus_plane": focus, "planes": planes}, (image, target, prediction)
 
 
 def tiling_sweep(args, work: Path) -> list[dict]:
