@@ -59,7 +59,8 @@ def test_train_preset_with_overrides_then_resume(study, tmp_path, capsys):
 
 
 def test_train_errors_exit_with_status_2(study, tmp_path, capsys):
-    assert main(["train", "--preset", "nucleus", "--patch-size", "100", *FAST]) == 2  # was a raw ValueError
+    fast = [*FAST, "--output", str(tmp_path / "run")]  # never the presets' runs/ in the working folder
+    assert main(["train", "--preset", "nucleus", "--patch-size", "100", *fast]) == 2  # was a raw ValueError
     err = capsys.readouterr().err
     assert "crop_size 100 is not a multiple of the 32-pixel token size of unetr_paper: use 96 or 128." in err
     assert err.count("\n") == 2  # the deprecation warning and one line of error
@@ -69,15 +70,15 @@ def test_train_errors_exit_with_status_2(study, tmp_path, capsys):
         (["--lr", "1e-7"], "min_lr 1e-05 is above lr 1e-07."),
         (["--organelle", "nucleolus"], "organelle: Unknown organelle 'nucleolus'"),
     ]:
-        assert main(["train", "--preset", "tiny_cpu", *flags, *FAST]) == 2
+        assert main(["train", "--preset", "tiny_cpu", *flags, *fast]) == 2
         assert message in capsys.readouterr().err
-    assert main(["train", "--preset", "no_such_preset", *FAST]) == 2
+    assert main(["train", "--preset", "no_such_preset", *fast]) == 2
     assert "Unknown preset 'no_such_preset'" in capsys.readouterr().err
-    assert main(["train", "--resume", str(tmp_path / "missing.pt"), *FAST]) == 2
+    assert main(["train", "--resume", str(tmp_path / "missing.pt"), *fast]) == 2
     assert "Checkpoint not found" in capsys.readouterr().err
-    assert main(["train", "--preset", "tiny_cpu", "--data", str(tmp_path / "nothing"), *FAST]) == 2
+    assert main(["train", "--preset", "tiny_cpu", "--data", str(tmp_path / "nothing"), *fast]) == 2
     assert "not found" in capsys.readouterr().err
-    assert main(["train", "--preset", "tiny_cpu", "--model", "unetr_nope", "--data", str(study), *FAST]) == 2
+    assert main(["train", "--preset", "tiny_cpu", "--model", "unetr_nope", "--data", str(study), *fast]) == 2
     assert "Unknown UNETR preset" in capsys.readouterr().err
 
 
