@@ -180,3 +180,16 @@ def test_a_finished_tile_centre_is_final_before_the_others_run():
         predict_grid(image, conv5x5, grid, out=out, on_batch=stop_after_first)
     np.testing.assert_allclose(out[:60, :60], expected[:60, :60], rtol=1e-5, atol=1e-6)  # no other tile there
     assert not out[150:, 150:].any()
+
+
+def test_the_focus_tile_runs_alone_in_the_first_batch():
+    image = np.random.default_rng(3).random((256, 256), dtype=np.float32)
+    grid = TileGrid.plan(image.shape, 64, 16)
+    batches = []
+    out = predict_grid(
+        image, conv5x5, grid, batch_size=4, focus=(250, 250), on_batch=lambda d, n, r: batches.append((d, r))
+    )
+    counts = [done for done, _ in batches]
+    assert counts == [*range(1, len(grid), 4), len(grid)]
+    assert batches[0][1] == [(200, 256, 200, 256)]  # the bottom-right tile alone
+    np.testing.assert_allclose(out, predict_grid(image, conv5x5, grid, batch_size=4), rtol=1e-5, atol=1e-6)

@@ -283,3 +283,28 @@ def test_models_stay_loaded_between_predictions_until_released(viewer_and_widget
     assert widget.models.load(tiny_checkpoint, "cpu", "auto") is loaded
     widget.release_button.clicked()
     assert len(widget.models) == 0 and widget.status.value == "Released 1 model(s)"
+
+
+def test_worker_signals_during_start_wait_until_the_output_layer_exists(
+    viewer_and_widget, tiny_checkpoint, qtbot, monkeypatch
+):
+    from qtpy.QtCore import QThreadPool
+    from qtpy.QtWidgets import QApplication
+
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.random.default_rng(4).random((64, 64), np.float32), name="cells")
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+    add_layer = widget._output_layer
+
+    def add_layer_after_the_worker(organelle, data):  # napari processes Qt events while adding a layer
+        QThreadPool.globalInstance().waitForDone(TIMEOUT_MS)
+        QApplication.processEvents()  # the worker's signals, all sent by now
+        return add_layer(organelle, data)
+
+    monkeypatch.setattr(widget, "_output_layer", add_layer_after_the_worker)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+    layer = viewer.layers["cells Nucleus"]
+    assert widget.status.value == "Predicted Nucleus" and widget._progress is None
+    assert layer.data.any() and layer.contrast_limits != [0.0, 1.0]
+    assert widget.predict_button.enabled and not widget.cancel_button.enabled

@@ -26,13 +26,13 @@ class NormStats:
 
 def compute_stats(image: np.ndarray, method: str = "zscore") -> NormStats:
     """Statistics of ``image``: mean/std (``zscore``) or its :data:`CHALLENGE_PERCENTILES` (``percentile``)."""
-    values = np.asarray(image, dtype=np.float64)
-    if not np.isfinite(values).all():
+    values = np.asarray(image)
+    if values.dtype.kind in "fc" and not np.isfinite(values).all():
         raise DataError("Image contains NaN or infinite values; clean it before normalising.")
-    if method == "zscore":
-        offset, scale = float(values.mean()), float(values.std())
+    if method == "zscore":  # accumulated in float64 without a float64 copy of the image
+        offset, scale = float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
     elif method == "percentile":
-        lo, hi = np.percentile(values, CHALLENGE_PERCENTILES)
+        lo, hi = np.percentile(values.astype(np.float64), CHALLENGE_PERCENTILES)
         offset, scale = float(lo), float(hi - lo)
     else:
         raise DataError(f"Unknown normalisation {method!r}: use one of {', '.join(NORMALIZATIONS)}.")

@@ -181,9 +181,10 @@ def predict_grid(
     """Predict a 2D ``image`` (any array slicing like numpy) on ``grid``, adding the blended tiles to ``out``.
 
     ``out`` is a zeroed ``(C, H, W)`` array, or ``(H, W)`` for one-channel models (numpy, zarr...); by
-    default a float32 numpy array is made. Tiles nearest ``focus`` run first. ``on_batch(done, total,
-    regions)`` runs after every batch (use it for progress, display and to stop: an exception raised
-    there aborts the prediction, leaving the finished tiles in ``out``). Returns ``out``.
+    default a float32 numpy array is made. Tiles nearest ``focus`` run first, the nearest alone in the first
+    batch (it is shown sooner). ``on_batch(done, total, regions)`` runs after every batch (use it for
+    progress, display and to stop: an exception raised there aborts the prediction, leaving the finished
+    tiles in ``out``). Returns ``out``.
     """
     if len(image.shape) != 2:
         raise DataError(f"Tiled prediction needs a 2D image, got shape {tuple(image.shape)}.")
@@ -192,8 +193,8 @@ def predict_grid(
     window = grid.window()
     row_sums, column_sums = grid.weight_sums()
     positions = tile_order(grid, focus)
-    for first in range(0, len(positions), batch_size):
-        batch_positions = positions[first : first + batch_size]
+    done = 0
+    for batch_positions in _batches(positions, batch_size, first_alone=focus is not None):
         tiles = np.stack([extract_tile(image, y, x, grid.tile) for y, x in batch_positions])
         predicted = np.asarray(predict_batch(tiles[:, None].astype(np.float32, copy=False)))
         _check_output(predicted, len(batch_positions), grid.tile)
@@ -203,9 +204,19 @@ def predict_grid(
             _accumulate(out, tile_output, y, x, window, row_sums, column_sums)
             for (y, x), tile_output in zip(batch_positions, predicted)
         ]
+        done += len(batch_positions)
         if on_batch is not None:
-            on_batch(first + len(batch_positions), len(positions), regions)
+            on_batch(done, len(positions), regions)
     return out
+
+
+def _batches(positions: list, batch_size: int, first_alone: bool) -> Iterator[list]:
+    """``positions`` in batches of ``batch_size``, the first one alone if ``first_alone``."""
+    if first_alone:
+        yield positions[:1]
+        positions = positions[1:]
+    for first in range(0, len(positions), batch_size):
+        yield positions[first : first + batch_size]
 
 
 def count_tiles(shape: tuple[int, int], tile_size: int, overlap: float = 0.125) -> int:

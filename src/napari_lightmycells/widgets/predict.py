@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
 
 import napari
@@ -85,6 +85,20 @@ def display_range(data: np.ndarray) -> tuple[float, float] | None:
     """Contrast limits at the challenge's normalisation percentiles (sampled every 4th pixel)."""
     low, high = np.percentile(data[..., ::4, ::4], CHALLENGE_PERCENTILES)
     return (float(low), float(high)) if high > low else None
+
+
+def held_during_start(handler):
+    """Hold the worker's calls arriving while :meth:`PredictWidget.start` still runs (napari processes Qt
+    events while it adds layers); ``start`` makes them when its state is set up."""
+
+    @wraps(handler)
+    def hold(self, *args):
+        if self._held is not None:
+            self._held.append(partial(handler, self, *args))
+        else:
+            handler(self, *args)
+
+    return hold
 
 
 class ModelRow(Container):
@@ -179,6 +193,7 @@ class PredictWidget(Container):
         self._blank: set[str] = set()  # organelles whose layer has no finished tile yet
         self._stale: set[str] = set()  # organelles whose layer has tiles not yet drawn
         self._drawn = 0.0
+        self._held: list | None = None  # worker calls held while start() runs
         self._closed = False
         self.models = ModelCache()
 
@@ -243,9 +258,16 @@ class PredictWidget(Container):
             return
         self._source = self.image.value
         self._stop = StopToken()
-        self._progress = progress(total=0, desc="Loading models")
-        self.status.value = "Loading models…"
-        self.predict_button.enabled, self.cancel_button.enabled = False, True
+        self._held = []
+        try:
+            self._start_worker(request)
+        finally:
+            held, self._held = self._held, None
+            for call in held:
+                call()
+
+    def _start_worker(self, request: PredictRequest) -> None:
+        """Start the worker first, then show the progress and the output layers while it computes."""
         self.worker = start_worker(
             run_prediction,
             request,
@@ -255,7 +277,10 @@ class PredictWidget(Container):
             errored=self._on_error,
             finished=self._on_finished,
         )
-        # After the worker started: adding layers takes the viewer a while; the first tile is on its way.
+        # The first tile is on its way while the viewer draws the progress bar and adds the layers (slow).
+        self._progress = progress(total=0, desc="Loading models")
+        self.status.value = "Loading models…"
+        self.predict_button.enabled, self.cancel_button.enabled = False, True
         self._layers = {
             organelle: self._output_layer(organelle, out) for organelle, out in request.out.items()
         }
@@ -332,6 +357,7 @@ class PredictWidget(Container):
 
     @ensure_main_thread
     @unless_closed
+    @held_during_start
     def _on_event(self, event: ProgressEvent) -> None:
         """Progress from the worker thread, delivered in the main thread: status, bar, finished tiles."""
         bar = self._progress
@@ -368,6 +394,7 @@ class PredictWidget(Container):
         self._drawn = time.perf_counter()
 
     @unless_closed
+    @held_during_start
     def _on_result(self, plane: int | None) -> None:
         for layer in self._layers.values():
             layer.metadata["plane"] = plane
@@ -407,6 +434,7 @@ class PredictWidget(Container):
         )
 
     @unless_closed
+    @held_during_start
     def _on_error(self, error: Exception) -> None:
         for organelle in self._blank:  # no empty layers left behind
             if self._layers[organelle] in self.viewer.layers:
@@ -420,6 +448,7 @@ class PredictWidget(Container):
         notify_error(error, "Prediction")
 
     @unless_closed
+    @held_during_start
     def _on_finished(self) -> None:
         if self._progress is not None:
             self._progress.close()
