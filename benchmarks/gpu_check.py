@@ -51,7 +51,7 @@ from gpu_check_report import render_markdown
 from torch.nn.parallel import DistributedDataParallel
 
 from napari_lightmycells.devices import autocast_dtype, is_out_of_memory, select_device
-from napari_lightmycells.inference.tiling import MAX_TILE_GROWTH, count_tiles, plan_tiles
+from napari_lightmycells.inference.tiling import DEFAULT_OVERLAP, MAX_TILE_GROWTH, count_tiles, plan_tiles
 from napari_lightmycells.loading import load_model
 from napari_lightmycells.models import ORGANELLE_PRESETS, UNETR2D, unetr_config
 from napari_lightmycells.models.biapy import unetr_from_biapy
@@ -371,14 +371,15 @@ def compare(
 
 # -- prediction --------------------------------------------------------------------------------------
 def section_predict(check: Check, rows: list) -> None:
-    """Ours with the Predictor's tile plan (2048² in 2x2 tiles of 1152²) and with BiaPy's fixed 1024² tiles
-    (3x3; its position embeddings do not resample), BiaPy's model, then ours compiled; batches of every tile."""
+    """Ours with the Predictor's tile plan (2048² in 3x3 tiles of 1088²) and with BiaPy's fixed 1024² tiles
+    (4x4; its position embeddings do not resample), BiaPy's model, then ours compiled; batches of every tile.
+    Both with the default overlap, BiaPy's context (200 px per side of a 1024² tile)."""
     device, profile, args = check.device, check.profile, check.args
     image = np.random.default_rng(0).normal(500, 50, size=(profile.image, profile.image)).astype(np.float32)
     settings = SimpleNamespace(
         tile=profile.tile,
-        overlap=0.125,
-        batch=args.predict_batch or count_tiles(image.shape, profile.tile, 0.125),
+        overlap=DEFAULT_OVERLAP,
+        batch=args.predict_batch or count_tiles(image.shape, profile.tile),
         repeats=profile.repeats,
         peak_tflops=args.peak_tflops,
     )

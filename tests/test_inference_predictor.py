@@ -12,7 +12,7 @@ from napari_lightmycells.errors import DataError, ModelError, StopRequested
 from napari_lightmycells.events import StopToken
 from napari_lightmycells.inference.cache import ModelCache
 from napari_lightmycells.inference.predictor import Predictor
-from napari_lightmycells.inference.tiling import plan_tiles
+from napari_lightmycells.inference.tiling import DEFAULT_OVERLAP, plan_tiles
 from napari_lightmycells.models import create_model
 
 
@@ -103,7 +103,7 @@ def test_progress_events_and_tile_counts(image):
         {"Nucleus": StandIn(), "Actin": StandIn()}, device="cpu", tile_size=64, batch_size=3
     )
     predictor.predict(image, callbacks=[events.append])
-    tiles = len(plan_tiles(image.shape, 64, 16, 0.125))
+    tiles = len(plan_tiles(image.shape, 64, 16, DEFAULT_OVERLAP))
     steps = [e for e in events if e.kind == "step"]
     assert events[0].kind == "start" and events[-1].kind == "done"
     assert all(e.task == "predict" and e.total == 2 * tiles for e in events)
@@ -126,7 +126,7 @@ def test_stop_token_interrupts_between_batches(image):
 def test_out_of_memory_halves_batch_then_tile(image):
     model = StandIn(token_size=16, max_pixels=32 * 32)
     events = []
-    predictor = Predictor({"Nucleus": model}, device="cpu", tile_size=64, batch_size=4)
+    predictor = Predictor({"Nucleus": model}, device="cpu", tile_size=64, overlap=0.125, batch_size=4)
     prediction = predictor.predict(image, callbacks=[events.append])["Nucleus"]
     np.testing.assert_allclose(prediction, image, rtol=1e-5)
     assert (predictor.batch_size, predictor.tile_size) == (1, 32)
@@ -214,7 +214,7 @@ def test_predict_files_reports_one_job_over_all_inputs_and_tiles(tmp_path, image
     predictor = Predictor({"Nucleus": StandIn(), "Actin": StandIn()}, device="cpu", tile_size=64)
     inputs = [tmp_path / name for name in ("a.tif", "b.tif", "broken.tif")]
     predictor.predict_files(inputs, tmp_path / "out", plane="all", callbacks=[events.append])
-    tiles = len(plan_tiles(image.shape, 64, 16, 0.125))
+    tiles = len(plan_tiles(image.shape, 64, 16, DEFAULT_OVERLAP))
     total = 2 * tiles + 3 * 2 * tiles  # a: 1 plane, b: 3 planes, 2 organelles; broken.tif: none
     assert [e.kind for e in events if e.kind != "step"] == ["start", "log", "log", "log", "done"]
     assert events[0].total == total and "3 input(s)" in events[0].message

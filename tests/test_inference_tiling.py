@@ -140,7 +140,9 @@ def test_plan_tiles_grows_tiles_when_that_computes_fewer_pixels():
     assert grid.computed_pixels() < 0.6 * TileGrid.plan((2048, 2048), 1024, 128).computed_pixels()
     neighbours = np.diff(grid.ys)
     assert grid.tile - neighbours.max() >= 128  # the minimum overlap is kept
-    assert plan_tiles((1024, 1344), 1024, 16).tile == 1024  # 2 tiles already: growing would cost more
+    assert plan_tiles((1024, 1344), 1024, 16, 0.125).tile == 1024  # 2 tiles already: growing would cost more
+    default = plan_tiles((2048, 2048), 1024, 16)  # BiaPy's context: 400 px shared by neighbours
+    assert default.overlap == 400 and (default.tile, len(default)) == (1088, 9)  # 1024 px tiles need 4x4
     assert plan_tiles((2048, 2048), 1024, 16, max_growth=1.0).tile == 1024
     assert plan_tiles((500, 500), 100, 16).tile % 16 == 0
 

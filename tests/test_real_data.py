@@ -8,6 +8,7 @@ import pytest
 from napari_lightmycells.data.focus import best_focus_index
 from napari_lightmycells.inference.predictor import Predictor
 from napari_lightmycells.inference.seams import seam_ratio, tile_edges
+from napari_lightmycells.inference.tiling import DEFAULT_OVERLAP
 from napari_lightmycells.metrics import compute_metrics, pearson
 
 pytestmark = pytest.mark.slow
@@ -39,18 +40,20 @@ def test_default_tiling_leaves_no_seams_and_the_metric_sees_them_without_blendin
     default = Predictor({"Nucleus": checkpoint}, device="cpu")
     grid = default.tile_grid(in_focus.shape, "Nucleus")
     assert grid.tile >= 128 and len(grid) > 1  # the training crop or larger, several tiles on 512²
-    assert seam_ratio(default.predict(in_focus)["Nucleus"], *tile_edges(grid)) <= 1.1  # measured 1.02-1.06
+    assert grid.overlap == round(DEFAULT_OVERLAP * 128) == 50  # BiaPy's share of context: 200/1024 per side
+    assert seam_ratio(default.predict(in_focus)["Nucleus"], *tile_edges(grid)) <= 1.1  # measured 1.01
     hard = Predictor({"Nucleus": checkpoint}, device="cpu", overlap=0.0, tile_growth=1.0)
     hard_grid = hard.tile_grid(in_focus.shape, "Nucleus")
     assert seam_ratio(hard.predict(in_focus)["Nucleus"], *tile_edges(hard_grid)) > 1.5  # measured 2.7
 
 
 def test_tiled_prediction_is_close_to_the_whole_crop_at_once(real_trained_nucleus, in_focus, one_thread):
-    """The ViT attends over the whole tile, so tiles and one 512² pass differ a little; the quality does not."""
+    """The ViT attends over the whole tile, so tiles and one 512² pass differ a little; tiles of the training
+    size are no worse (here better: the model never saw a 512² image in training)."""
     checkpoint, target = real_trained_nucleus.checkpoint, real_trained_nucleus.target
     tiled = Predictor({"Nucleus": checkpoint}, device="cpu").predict(in_focus)["Nucleus"]
     whole_predictor = Predictor({"Nucleus": checkpoint}, device="cpu", tile_size=512, tile_growth=1.0)
     assert len(whole_predictor.tile_grid(in_focus.shape, "Nucleus")) == 1
     whole = whole_predictor.predict(in_focus)["Nucleus"]
-    assert pearson(tiled, whole) >= 0.85  # measured 0.90-0.93
-    assert abs(pearson(tiled, target) - pearson(whole, target)) <= 0.05
+    assert pearson(tiled, whole) >= 0.85  # measured 0.94 (0.90-0.93 with overlap 0.125)
+    assert pearson(tiled, target) >= pearson(whole, target) - 0.05  # measured 0.65 vs 0.59

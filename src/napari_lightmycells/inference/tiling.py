@@ -34,8 +34,11 @@ BatchFunction = Callable[[np.ndarray], np.ndarray]
 BatchHook = Callable[[int, int, list[tuple[int, int, int, int]]], None]
 # Largest tile :func:`plan_tiles` considers, as a multiple of the requested tile size.
 MAX_TILE_GROWTH = 1.25
-# Default tile overlap (fraction of the tile) and tile side for models that do not carry their training size.
-DEFAULT_OVERLAP = 0.125
+# Default tile overlap, a fraction of the tile: BiaPy's context. It predicted the challenge with 1024 px tiles
+# padded by 200 px of context on each side (400 px shared by neighbours), and so do we: at seams, every output
+# pixel is blended from tiles that see at least 200 px around it (scaled with the tile size).
+DEFAULT_OVERLAP = 400 / 1024
+# Tile side for models that do not carry their training size.
 DEFAULT_TILE_SIZE = 1024
 
 
@@ -126,14 +129,15 @@ def plan_tiles(
     shape: tuple[int, int],
     tile_size: int,
     token: int,
-    overlap: float = 0.125,
+    overlap: float = DEFAULT_OVERLAP,
     max_growth: float = MAX_TILE_GROWTH,
 ) -> TileGrid:
     """The grid computing the fewest pixels with at least ``round(overlap * tile_size)`` px of overlap.
 
     Tiles are ``tile_size`` to ``max_growth * tile_size`` px, multiples of ``token`` (the ViT accepts any
     multiple; its position embeddings resample). A 2048 px image in 1024 px tiles with 128 px overlap
-    needs 3x3 tiles (2.25x its pixels); 1152 px tiles cover it in 2x2 (1.27x). Ties go to the smaller tile.
+    needs 3x3 tiles (2.25x its pixels); 1152 px tiles cover it in 2x2 (1.27x). With the default 400 px
+    (BiaPy's context) 1024 px tiles need 4x4 (3.8x), 1088 px tiles 3x3 (2.5x). Ties go to the smaller tile.
     """
     tile_size = max(token, tile_size // token * token)
     overlap_px = overlap_pixels(tile_size, overlap)
@@ -155,7 +159,7 @@ def predict_tiled(
     image: np.ndarray,
     predict_batch: BatchFunction,
     tile_size: int,
-    overlap: float = 0.125,
+    overlap: float = DEFAULT_OVERLAP,
     batch_size: int = 1,
     on_batch: BatchHook | None = None,
 ) -> np.ndarray:
@@ -219,7 +223,7 @@ def _batches(positions: list, batch_size: int, first_alone: bool) -> Iterator[li
         yield positions[first : first + batch_size]
 
 
-def count_tiles(shape: tuple[int, int], tile_size: int, overlap: float = 0.125) -> int:
+def count_tiles(shape: tuple[int, int], tile_size: int, overlap: float = DEFAULT_OVERLAP) -> int:
     """Number of tiles :func:`predict_tiled` runs for an image of ``shape``."""
     return len(TileGrid.plan(tuple(shape), tile_size, overlap_pixels(tile_size, overlap)))
 
