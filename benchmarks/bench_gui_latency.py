@@ -5,10 +5,12 @@ A precise QTimer ticks every 20 ms in the viewer's event loop; each tick's laten
 minus 20 ms) is recorded while a run trains from image layers (``unetr_small``, 128 px patches on the
 CPU by default), previews and plot updated every epoch (preview layers are created anew in each mode). Also reported: the time from Start to the first
 optimiser step (process start-up included). For prediction (a ``--predict-size`` square image in
-``--tile`` px tiles), the time from Predict to the first tile drawn, with the models not yet loaded (cold)
-and kept from the previous click (warm), against one tile's compute time (goal: first tile within one
-tile's compute time once the model is loaded, no event-loop stall over 100 ms). Prints a table and saves
-benchmarks/results/gui_latency.json (``--only X``: gui_latency_X.json).
+``--tile`` px tiles): the time from the Predict click to the first tile drawn on the canvas, with the model
+not yet loaded and a new output layer (cold), the model cached and a new layer, and both reused (warm),
+against one tile's compute time measured in the same run, with where that time goes (worker start, model
+loading, statistics, the tile's forward pass in the widget, delivery to the main thread, drawing; goal:
+first tile within one tile's compute time once the model is loaded, no event-loop stall over 100 ms).
+Prints tables and saves benchmarks/results/gui_latency.json (``--only X``: gui_latency_X.json).
 
     xvfb-run -a python benchmarks/bench_gui_latency.py [--seconds 20 --model unetr_small --patch 128]
     xvfb-run -a python benchmarks/bench_gui_latency.py --only predict [--predict-size 1024 --tile 256]
@@ -21,6 +23,7 @@ import torch  # (before Qt)
 # isort: split
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -32,8 +35,13 @@ import napari
 import numpy as np
 from qtpy.QtCore import QEventLoop, QTimer
 
+from napari_lightmycells.checkpoint import save_checkpoint
 from napari_lightmycells.data.io import read_image
 from napari_lightmycells.data.synthetic import make_synthetic_study
+from napari_lightmycells.inference.predictor import Predictor
+from napari_lightmycells.inference.tiling import plan_tiles
+from napari_lightmycells.models import create_model
+from napari_lightmycells.widgets import predict as predict_widget
 from napari_lightmycells.widgets._latency import TICK_MS, LatencyProbe
 from napari_lightmycells.widgets.finetune import FinetuneWidget, PairRow
 
@@ -86,43 +94,130 @@ def measure_mode(widget: FinetuneWidget, probe: LatencyProbe, mode: str, seconds
     return {"mode": mode, "start_to_first_step_s": round(first_step_s, 2), "steps_seen": steps, **latency}
 
 
-def measure_prediction(viewer: napari.Viewer, probe: LatencyProbe, args, folder: Path) -> list[dict]:
-    """Predict twice (models cold, then cached): time to the first drawn tile, lateness while predicting."""
-    from napari_lightmycells.checkpoint import save_checkpoint
-    from napari_lightmycells.inference.predictor import Predictor
-    from napari_lightmycells.inference.tiling import plan_tiles
-    from napari_lightmycells.models import create_model
-    from napari_lightmycells.widgets.predict import PredictWidget
+class PredictionMarks:
+    """When each step from the Predict click to the first tile drawn first happens (seconds after the click),
+    taken by wrapping the functions of that path and listening to the canvas's draw events."""
 
+    STEPS = (  # (name, what is wrapped, attribute, marked at the call's end)
+        ("worker started", predict_widget, "run_prediction", False),
+        ("models ready", Predictor, "__init__", True),
+        ("tile forward", Predictor, "_forward", False),
+        ("tile computed", Predictor, "_forward", True),
+        ("layers added", predict_widget.PredictWidget, "_output_layer", True),
+        ("click returned", predict_widget.PredictWidget, "start", True),
+        ("tile shown", predict_widget.PredictWidget, "_on_tiles", True),
+    )
+
+    def __init__(self, viewer: napari.Viewer):
+        self.times: dict[str, float] = {}
+        self.clicked = time.perf_counter()
+        for name, owner, attribute, at_end in self.STEPS:
+            self._wrap(name, owner, attribute, at_end)
+        canvas = viewer.window._qt_viewer.canvas._scene_canvas
+        canvas.events.draw.connect(self._on_draw, position="last")
+
+    def reset(self) -> None:
+        self.times, self.clicked = {}, time.perf_counter()
+
+    def _mark(self, name: str) -> None:
+        self.times.setdefault(name, time.perf_counter() - self.clicked)
+
+    def _wrap(self, name: str, owner, attribute: str, at_end: bool) -> None:
+        original = getattr(owner, attribute)
+
+        @functools.wraps(original)
+        def marked(*args, **kwargs):
+            if not at_end:
+                self._mark(name)
+            result = original(*args, **kwargs)
+            if at_end:
+                self._mark(name)
+            return result
+
+        setattr(owner, attribute, marked)
+
+    def _on_draw(self, _event) -> None:
+        if "tile shown" in self.times:
+            self._mark("tile drawn")
+
+    SPANS = (  # (key, from step, to step); from the click when None
+        ("click_busy_ms", None, "click returned"),  # the main thread in start(): progress bar, layers added
+        ("to_worker_ms", None, "worker started"),
+        ("models_ms", "worker started", "models ready"),
+        ("stats_ms", "models ready", "tile forward"),  # validation, focus plane, normalisation statistics
+        ("forward_ms", "tile forward", "tile computed"),
+        ("to_main_thread_ms", "tile computed", "tile shown"),  # queued signal, first tile's layer update
+        ("to_drawn_ms", "tile shown", "tile drawn"),
+    )
+
+    @classmethod
+    def breakdown_keys(cls) -> list[str]:
+        return [key for key, _, _ in cls.SPANS]
+
+    def breakdown(self) -> dict:
+        """Milliseconds spent in each span (``None`` when a step did not happen)."""
+        t = {None: 0.0, **self.times}
+        return {
+            key: round(1000 * (t[end] - t[begin]), 1) if begin in t and end in t else None
+            for key, begin, end in self.SPANS
+        }
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+class OneTile:
+    """Times the prediction of one tile alone in this process (the reference for the first tile's latency)."""
+
+    def __init__(self, model, image: np.ndarray, tile: int):
+        self.predictor = Predictor({"Nucleus": model}, "cpu", tile_size=tile, tile_growth=1.0)
+        self.tile = image[:tile, :tile]
+        self.predictor.predict(self.tile)  # warm-up
+
+    def seconds(self, repeats: int = 3) -> float:
+        """Median of ``repeats`` predictions."""
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            self.predictor.predict(self.tile)
+            times.append(time.perf_counter() - started)
+        return float(np.median(times))
+
+
+def measure_prediction(viewer: napari.Viewer, probe: LatencyProbe, args, folder: Path) -> list[dict]:
+    """Predict with the model not loaded and a new layer (cold), the model cached and a new layer, then with
+    the model and layer reused (warm, ``--warm`` clicks): time to the first drawn tile, and its breakdown,
+    against one tile's compute time measured in the same run; lateness while predicting."""
     model = create_model(args.model).eval()
     checkpoint = save_checkpoint(folder / "predict.pt", model, organelle="Nucleus")
     image = np.random.default_rng(0).random((args.predict_size, args.predict_size), dtype=np.float32)
-    grid = plan_tiles(image.shape, args.tile, model.token_size, 0.125)
-    one_tile = Predictor({"Nucleus": model}, "cpu", tile_size=grid.tile, tile_growth=1.0)
-    one_tile.predict(image[: grid.tile, : grid.tile])  # warm-up
-    started = time.perf_counter()
-    one_tile.predict(image[: grid.tile, : grid.tile])
-    tile_s = time.perf_counter() - started
-
-    widget = PredictWidget(viewer)
+    widget = predict_widget.PredictWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Predict")
     widget.image.value = viewer.add_image(image, name="cells")
     widget.device.value, widget.tile_size.value, widget.batch_size.value = "cpu", args.tile, 1
     widget.rows["Nucleus"].file.value = checkpoint
+    grid = plan_tiles(image.shape, args.tile, model.token_size, widget.overlap.value)
+    one_tile = OneTile(model, image, grid.tile)
+    marks = PredictionMarks(viewer)
     rows = []
-    for mode in ("predict cold", "predict warm"):
+    for mode in ["cold", "new layer", *["warm"] * args.warm]:
+        if mode == "new layer":
+            viewer.layers.remove("cells Nucleus")
+        run_event_loop(1)
+        tile_s = one_tile.seconds()  # just before the click: the same load on the machine
         probe.start()
-        started = time.perf_counter()
+        marks.reset()
         widget.start()
-        run_event_loop(600, until=lambda: not widget._blank, poll_ms=5)
-        first_tile_s = time.perf_counter() - started
         run_event_loop(600, until=lambda: widget.worker is None)
-        total_s = time.perf_counter() - started
+        total_s = time.perf_counter() - marks.clicked
         rows.append(
             {
-                "mode": mode,
-                "first_tile_s": round(first_tile_s, 3),
+                "mode": f"predict {mode}",
+                "first_tile_s": round(marks.times["tile drawn"], 3),
                 "tile_compute_s": round(tile_s, 3),
+                "beyond_one_tile_ms": round(1000 * (marks.times["tile drawn"] - tile_s), 1),
+                **marks.breakdown(),
                 "tiles": len(grid),
                 "tile_px": grid.tile,
                 "total_s": round(total_s, 2),
@@ -142,10 +237,12 @@ def main() -> None:
     parser.add_argument("--only", choices=("finetune", "predict"), help="run one part (default: both)")
     parser.add_argument("--predict-size", type=int, default=1024, help="side of the image predicted")
     parser.add_argument("--tile", type=int, default=256, help="prediction tile size")
+    parser.add_argument("--warm", type=int, default=3, help="clicks with the model and layer reused")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="gui_latency_"))
     study = make_synthetic_study(tmp / "study", n_cases=args.cases, size=2 * args.patch, n_planes=2)
+    load_start = round(os.getloadavg()[0], 2)  # other processes on the machine make everything slower
     viewer = napari.Viewer()
     probe = LatencyProbe()
     widget = make_widget(viewer, study, args, tmp / "run")
@@ -157,26 +254,36 @@ def main() -> None:
         rows += [measure_mode(widget, probe, mode, args.seconds) for mode in ("process", "thread")]
     if args.only != "finetune":
         rows += measure_prediction(viewer, probe, args, tmp)
+    viewer_size = viewer.window._qt_viewer.canvas._scene_canvas.size
     viewer.close()
 
     print(
-        f"{'mode':12} {'ticks':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>8} {'>100ms':>7} {'1st step / 1st tile':>9}"
+        f"{'mode':18} {'ticks':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>8} {'>100ms':>7}  1st step / 1st tile"
     )
     for row in rows:
         first = f"{row['start_to_first_step_s']:.1f} s" if "start_to_first_step_s" in row else "-"
         if "first_tile_s" in row:
             first = f"{row['first_tile_s']:.2f} s (1 tile: {row['tile_compute_s']:.2f} s)"
         print(
-            f"{row['mode']:12} {row['ticks']:6d} {row['p50_ms']:7.1f} {row['p95_ms']:7.1f} {row['p99_ms']:7.1f} "
-            f"{row['max_ms']:8.1f} {row['over_100ms']:7d} {first:>9}"
+            f"{row['mode']:18} {row['ticks']:6d} {row['p50_ms']:7.1f} {row['p95_ms']:7.1f} {row['p99_ms']:7.1f} "
+            f"{row['max_ms']:8.1f} {row['over_100ms']:7d}  {first}"
         )
+    steps = ["beyond_one_tile_ms", *PredictionMarks.breakdown_keys()]
+    steps = [key for key in steps if any(key in row for row in rows)]
+    if steps:
+        print(
+            "\nClick to first tile drawn (ms):\n" + f"{'mode':18} " + " ".join(f"{k[:-3]:>14}" for k in steps)
+        )
+        for row in [row for row in rows if "first_tile_s" in row]:
+            print(f"{row['mode']:18} " + " ".join(f"{_ms(row[key]):>14}" for key in steps))
     results = RESULTS.with_name(f"gui_latency_{args.only}.json") if args.only else RESULTS
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(
         json.dumps(
             {
                 "what": f"lateness of a {TICK_MS} ms QTimer in the napari event loop while fine-tuning from "
-                "layers and while predicting (first_tile_s: Predict click to first tile drawn)",
+                "layers and while predicting (first_tile_s: Predict click to first tile drawn, then where that "
+                "time went in ms; tile_compute_s: one tile predicted alone in the same process just before the click)",
                 "settings": vars(args),
                 "machine": {
                     "cpu_count": os.cpu_count(),
@@ -184,6 +291,8 @@ def main() -> None:
                     "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(),
                     "napari": napari.__version__,
+                    "canvas_px": list(viewer_size),
+                    "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
                 },
                 "results": rows,
             },

@@ -71,6 +71,15 @@ def test_normalize_then_denormalize_is_the_identity():
         )
 
 
+def test_zscore_statistics_of_float32_images_are_accumulated_in_float64():
+    image = np.random.default_rng(2).random((300, 200), dtype=np.float32) * 1000 + 1e4
+    stats = compute_stats(image)
+    exact = image.astype(np.float64)
+    assert (stats.offset, stats.scale) == pytest.approx((exact.mean(), exact.std()), rel=1e-12)
+    with pytest.raises(DataError, match="NaN or infinite"):
+        compute_stats(np.array([[1.0, np.inf]], np.float32))
+
+
 def test_percentile_normalisation_and_display_use_the_challenge_percentiles():
     image = np.random.default_rng(1).gamma(2.0, 100.0, (64, 64))
     low, high = np.percentile(image, [2, 99.8])

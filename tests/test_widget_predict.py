@@ -308,3 +308,36 @@ def test_worker_signals_during_start_wait_until_the_output_layer_exists(
     assert widget.status.value == "Predicted Nucleus" and widget._progress is None
     assert layer.data.any() and layer.contrast_limits != [0.0, 1.0]
     assert widget.predict_button.enabled and not widget.cancel_button.enabled
+
+
+def test_the_view_centre_tile_is_shown_first_alone_with_contrast_limits_from_it(
+    viewer_and_widget, tiny_checkpoint, qtbot, monkeypatch
+):
+    from napari_lightmycells.widgets.predict import display_range
+
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.random.default_rng(5).random((512, 512), np.float32), name="cells")
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+    widget.batch_size.value = 32  # the next batch takes a while: nothing else is written meanwhile
+    viewer.scene.camera.center = (0, 500, 20)  # looking at the bottom-left corner
+    shown = []
+
+    def first_tiles(organelle, region):
+        layer = widget._layers[organelle]
+        if not shown:
+            widget.cancel()
+            shown.append((region, np.count_nonzero(layer.data), layer.contrast_limits))
+        on_tiles(organelle, region)
+        if len(shown) == 1:
+            shown.append((layer.contrast_limits, display_range(layer.data[region])))
+
+    on_tiles = widget._on_tiles
+    monkeypatch.setattr(widget, "_on_tiles", first_tiles)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+    (rows, columns), nonzero, before = shown[0]
+    assert rows.stop == 512 and columns.start == 0  # the view's corner...
+    assert rows.stop - rows.start <= 80 and columns.stop - columns.start <= 80  # ...one tile of 64-80 px
+    assert nonzero == (rows.stop - rows.start) * (columns.stop - columns.start)  # ...and nothing else yet
+    limits, from_tile = shown[1]
+    assert before == [0.0, 1.0] and limits == pytest.approx(from_tile)
