@@ -305,7 +305,7 @@ def test_worker_signals_during_start_wait_until_the_output_layer_exists(
     widget.start()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
     layer = viewer.layers["cells Nucleus"]
-    assert widget.status.value == "Predicted Nucleus" and widget._progress is None
+    assert widget.status.value == "Predicted Nucleus" and widget.progress.value == widget.progress.max
     assert layer.data.any() and layer.contrast_limits != [0.0, 1.0]
     assert widget.predict_button.enabled and not widget.cancel_button.enabled
 
@@ -341,3 +341,22 @@ def test_the_view_centre_tile_is_shown_first_alone_with_contrast_limits_from_it(
     assert nonzero == (rows.stop - rows.start) * (columns.stop - columns.start)  # ...and nothing else yet
     limits, from_tile = shown[1]
     assert before == [0.0, 1.0] and limits == pytest.approx(from_tile)
+
+
+def test_progress_shows_in_the_widget_bar_never_busy_and_not_in_the_activity_dock(
+    viewer_and_widget, tiny_checkpoint, qtbot
+):
+    from napari.utils import progress
+
+    from napari_lightmycells.inference.predictor import Predictor
+
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.random.default_rng(6).random((200, 180), np.float32), name="cells")
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+    activity = set(progress._all_instances)
+    widget.start()
+    assert not set(progress._all_instances) - activity  # napari's dock animates while a task is listed
+    assert widget.progress.max >= 1 and widget.progress.value == 0  # a busy bar would animate too
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+    tiles = Predictor({"Nucleus": tiny_checkpoint}, "cpu", tile_size=64).tile_grid((200, 180), "Nucleus")
+    assert widget.progress.max == widget.progress.value == len(tiles) > 1

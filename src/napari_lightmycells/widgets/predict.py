@@ -1,7 +1,9 @@
 """The Predict widget: organelle predictions for an image layer, computed in a background thread.
 
 The output layers appear at once and fill tile by tile (tiles in the field of view first, display
-refreshed at most every :data:`REFRESH_S`); Cancel keeps the finished tiles. Image layers may be numpy,
+refreshed at most every :data:`REFRESH_S`); Cancel keeps the finished tiles. Progress shows in the widget's
+own bar, never indeterminate: napari's activity dock animates an indicator while a task runs, and with
+software OpenGL each of its frames redraws the window (~0.65 CPU cores, slowing tiles 2-5x on 2 cores). Image layers may be numpy,
 lazy (dask, zarr: read tile by tile) or multiscale (the full-resolution level is predicted). Loaded
 models are kept between clicks (:class:`..inference.cache.ModelCache`) until released or the dock closes.
 Public-model downloads live in :mod:`.downloads`, the bioimage.io export in :mod:`.export`.
@@ -18,9 +20,18 @@ from pathlib import Path
 import napari
 import numpy as np
 import torch  # noqa: F401  (imported before Qt, as torch requires on some platforms)
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
 from napari.layers import Image
-from napari.utils import progress
 from napari.utils.notifications import show_info, show_warning
 from superqt.utils import ensure_main_thread
 
@@ -156,6 +167,7 @@ class PredictWidget(Container):
             text="Release models", tooltip="Free the memory of the models kept loaded between predictions"
         )
         self.status = Label(label="", value="")
+        self.progress = ProgressBar(label="", value=0, max=1)
         self.downloads = ModelDownloads(self._show_status)
         self.exporter = ExportPanel(self._selected_checkpoints, self._show_status)
         self.export_path, self.export_button = self.exporter.path, self.exporter.button
@@ -181,13 +193,13 @@ class PredictWidget(Container):
                 self.batch_size,
                 buttons,
                 self.status,
+                self.progress,
                 self.exporter,
             ]
         )
         add_tooltips(self, PREDICT)
         self.worker = None
         self._stop: StopToken | None = None
-        self._progress: progress | None = None
         self._source: Image | None = None
         self._layers: dict[str, Image] = {}  # organelle -> output layer being filled
         self._blank: set[str] = set()  # organelles whose layer has no finished tile yet
@@ -213,8 +225,6 @@ class PredictWidget(Container):
         self.downloads.close()
         if self._stop is not None:
             self._stop.request()
-        if self._progress is not None:
-            self._progress.close()
         self.models.clear()
 
     def release_models(self) -> None:
@@ -277,8 +287,8 @@ class PredictWidget(Container):
             errored=self._on_error,
             finished=self._on_finished,
         )
-        # The first tile is on its way while the viewer draws the progress bar and adds the layers (slow).
-        self._progress = progress(total=0, desc="Loading models")
+        # The first tile is on its way while the viewer adds the layers (slow).
+        self.progress.max, self.progress.value = 1, 0
         self.status.value = "Loading models…"
         self.predict_button.enabled, self.cancel_button.enabled = False, True
         self._layers = {
@@ -360,18 +370,15 @@ class PredictWidget(Container):
     @held_during_start
     def _on_event(self, event: ProgressEvent) -> None:
         """Progress from the worker thread, delivered in the main thread: status, bar, finished tiles."""
-        bar = self._progress
-        if bar is None or event.kind not in ("start", "step"):
+        if event.kind not in ("start", "step"):
             return
         eta = f", ~{event.eta_s:.0f} s left" if event.eta_s is not None else ""
         self.status.value = f"{event.message}{eta}" if event.kind == "step" else event.message
+        if event.total:
+            self.progress.max = event.total
+        self.progress.value = event.step
         if event.output in self._layers:
             self._on_tiles(event.output, event.region)
-        # Last: the bar's display processes pending Qt events, which may run _on_result and _on_finished.
-        if event.total and bar.total != event.total:
-            bar.total = event.total
-        bar.set_description(event.message or "Predicting")
-        bar.update(event.step - bar.n)
 
     def _on_tiles(self, organelle: str, region: tuple) -> None:
         """Show finished tiles: at once for a layer's first ones (with contrast limits from them), else
@@ -450,7 +457,5 @@ class PredictWidget(Container):
     @unless_closed
     @held_during_start
     def _on_finished(self) -> None:
-        if self._progress is not None:
-            self._progress.close()
-        self.worker = self._stop = self._progress = None
+        self.worker = self._stop = None
         self.predict_button.enabled, self.cancel_button.enabled = True, False
