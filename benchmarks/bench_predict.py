@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from napari_lightmycells.devices import autocast_dtype, select_device
 from napari_lightmycells.inference.predictor import Predictor
-from napari_lightmycells.inference.tiling import MAX_TILE_GROWTH, plan_tiles
+from napari_lightmycells.inference.tiling import DEFAULT_OVERLAP, MAX_TILE_GROWTH, plan_tiles
 from napari_lightmycells.models import UNETRConfig, create_model, unetr_config
 from napari_lightmycells.models.biapy import biapy_unetr
 
@@ -217,7 +217,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--tile", type=int, default=1024)
-    parser.add_argument("--overlap", type=float, default=0.125)
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--preset", default="unetr_paper")

@@ -158,7 +158,7 @@ class PredictWidget(Container):
         self.tile_size = SpinBox(label="tile size (px)", min=0, max=8192, step=32, value=0)
         self.tile_size.native.setSpecialValueText("model's training size")  # shown for 0
         self.overlap = FloatSpinBox(label="tile overlap", min=0.0, max=0.5, step=0.025)
-        self.overlap.native.setDecimals(3)  # magicgui shows 2 decimals, which would round 0.125
+        self.overlap.native.setDecimals(3)  # 2 decimals (magicgui's) would turn 0.391 into 0.39
         self.overlap.value = DEFAULT_OVERLAP
         self.batch_size = SpinBox(label="tiles per batch", min=1, max=256, value=1)
         self.predict_button = PushButton(text="Predict")
