@@ -13,12 +13,19 @@ and with the tile seam ratio. Example (about 35 min on one busy CPU core)::
 
     python benchmarks/bench_real.py --steps 250 --pretrain-steps 600
 
+or, one process per split (sharing one MAE encoder)::
+
+    python benchmarks/bench_real.py --crop 256 --steps 400 --encoder mae.pt --only pretrain
+    python benchmarks/bench_real.py --crop 256 --steps 400 --encoder mae.pt --only "sephace 1" &
+    ...
+
 Prints a table, writes ``benchmarks/results/real_cpu.json`` and ``docs/images/real_prediction.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -212,7 +219,15 @@ def main() -> None:
     parser.add_argument(
         "--tiling-sweep", action="store_true", help="only the tile size/overlap sweep (sephace 1->2)"
     )
-    parser.add_argument("--only", help="only the splits whose name starts with this (sephace, isl)")
+    parser.add_argument(
+        "--only", help="only the splits whose name starts with this (sephace, isl), or 'pretrain' (MAE only)"
+    )
+    parser.add_argument(
+        "--encoder",
+        type=Path,
+        help="MAE checkpoint for the pretrained runs: used if it exists, else pretrained and saved there "
+        "(pretrain once with --only pretrain, then run the splits in parallel processes)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--picture", type=Path, default=ROOT / "docs" / "images" / "real_prediction.png")
     args = parser.parse_args()
@@ -231,9 +246,21 @@ def main() -> None:
         if args.tiling_sweep:
             save_report({**report, "sweep": tiling_sweep(args, work)}, args.output, "real_tiling_cpu")
             return
-        encoder, seconds = pretrain_encoder(args, work)
-        report["pretrain"] = {"model": args.mae, "steps": args.pretrain_steps, "seconds": round(seconds, 1)}
-        print(f"MAE pretraining: {args.pretrain_steps} steps in {seconds:.0f} s")
+        if args.encoder and args.encoder.is_file():
+            encoder, seconds = args.encoder, None
+            print(f"MAE encoder: {encoder}")
+        else:
+            encoder, seconds = pretrain_encoder(args, work)
+            print(f"MAE pretraining: {args.pretrain_steps} steps in {seconds:.0f} s")
+            if args.encoder:
+                shutil.copyfile(encoder, args.encoder)
+        report["pretrain"] = {
+            "model": args.mae,
+            "steps": args.pretrain_steps,
+            "seconds": seconds and round(seconds, 1),
+        }
+        if args.only == "pretrain":
+            return
         for number, split in enumerate(splits()):
             if args.only and not split["name"].startswith(args.only):
                 continue
