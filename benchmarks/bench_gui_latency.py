@@ -244,6 +244,7 @@ def main() -> None:
     study = make_synthetic_study(tmp / "study", n_cases=args.cases, size=2 * args.patch, n_planes=2)
     load_start = round(os.getloadavg()[0], 2)  # other processes on the machine make everything slower
     viewer = napari.Viewer()
+    viewer.window.resize(2000, 1300)  # a canvas of about 1150 x 1450 px beside the two docks
     probe = LatencyProbe()
     widget = make_widget(viewer, study, args, tmp / "run")
     run_event_loop(2)  # let the window settle
