@@ -15,6 +15,7 @@ Prints a summary and writes ``benchmarks/results/huge_<device>_<side>.json``.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ def progress_printer(every_s: float = 30.0):
 def bench(args) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    load_before = os.getloadavg()[0]
     device = select_device(args.device)
     predictor = Predictor(
         {"Nucleus": create_model(args.preset)},
@@ -91,6 +93,7 @@ def bench(args) -> dict:
         raise RuntimeError("the output's first corner was not written")
     return {
         **machine(device),
+        "load_average_1min_before": load_before,
         "preset": args.preset,
         "side": args.side,
         "input": "uint16 zarr, 1024² chunks",
@@ -99,6 +102,7 @@ def bench(args) -> dict:
         "batch": args.batch,
         "tile_requested": args.tile or None,
         "tile": grid.tile,
+        "overlap": args.overlap,
         "overlap_px": grid.overlap,
         "tiles": len(grid),
         "computed_over_image_pixels": grid.computed_pixels() / args.side**2,

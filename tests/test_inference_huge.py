@@ -3,9 +3,11 @@
 The model is a micro UNETR (random weights, fixed seed) saved as a checkpoint and loaded by the
 :class:`Predictor` like any other: 32 px tokens, embedding 16, depth 4 (one block per decoder skip),
 one head, 2 decoder filters, 3x3 kernels, BatchNorm decoder, 512 px training crops. Its forward pass
-runs ~5 Mpixel/s on one CPU thread (``unetr_tiny``: ~1; its 16k x 16k run is ``benchmarks/bench_huge.py``),
-so the test takes ~85 s of CPU time (~2 min on two busy cores). Peak RSS must grow by less than 256 MiB,
-the size of the uint8 input alone (the float32 output would add 1 GiB); measured: 86 MiB.
+runs ~5 Mpixel/s on one CPU thread, so the test takes ~85 s of CPU time (~2 min on two busy cores).
+``unetr_tiny`` runs ~1 Mpixel/s: ``benchmarks/bench_huge.py`` predicts this size with it into an
+OME-Zarr in 24 min on one busy thread (0.19 Mpixel/s end to end, default context, RSS +137 MiB).
+Here peak RSS must grow by less than 256 MiB, the size of the uint8 input alone (the float32 output
+would add 1 GiB); measured: 86 MiB.
 
 The lazy path z-scores with statistics from an every-8th-pixel sample, the in-memory path with those
 of the whole array it gets. The image is a stationary texture (8x8-pixel blocks of random intensities
