@@ -113,10 +113,10 @@ def peak_tflops(
         return peak, f"bf16 dense data sheet ({name})" if peak else f"unknown GPU {name}: pass --peak-tflops"
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     flops_per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8  # fp32, 2 FMA units
-    if precision == "bf16" and ("avx512_bf16" in flags or "amx_bf16" in flags):
-        flops_per_cycle *= (
-            2  # VDPBF16PS: two bf16 products per fp32 lane (AMX tiles give more: a lower bound)
-        )
+    if precision == "bf16" and "amx_bf16" in flags:
+        flops_per_cycle = 1024  # AMX: one 16x32 by 32x16 bf16 tile product (16384 FLOP) every 16 cycles
+    elif precision == "bf16" and "avx512_bf16" in flags:
+        flops_per_cycle *= 2  # VDPBF16PS: two bf16 products per fp32 lane
     freq = psutil.cpu_freq()
     ghz = (freq.max or freq.current) / 1000 if freq else 2.5
     cores = torch.get_num_threads()
