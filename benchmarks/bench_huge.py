@@ -15,6 +15,7 @@ Prints a summary and writes ``benchmarks/results/huge_<device>_<side>.json``.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 import time
@@ -26,6 +27,7 @@ import zarr
 from bench_predict import PeakRSS, machine, save_report  # sibling script: RSS sampler, machine, JSON
 from scipy.ndimage import gaussian_filter
 
+from napari_lightmycells.cli.progress import ProgressBar, set_log_level
 from napari_lightmycells.data.lazy import ome_zarr_output
 from napari_lightmycells.devices import select_device
 from napari_lightmycells.inference.predictor import Predictor
@@ -47,19 +49,6 @@ def make_input(path: Path, side: int, seed: int = 0):
         strip = np.tile(np.roll(texture, row // STRIP * 97, axis=1), (1, -(-side // STRIP)))
         image[row : row + rows] = strip[:rows, :side]
     return image
-
-
-def progress_printer(every_s: float = 30.0):
-    """A Predictor callback printing the tiles done at most every ``every_s`` seconds."""
-    start, last = time.perf_counter(), [0.0]
-
-    def on_event(event) -> None:
-        now = time.perf_counter() - start
-        if event.kind == "step" and event.total and (now - last[0] >= every_s or event.step == event.total):
-            last[0] = now
-            print(f"  {now:7.0f} s  tile {event.step}/{event.total}", flush=True)
-
-    return on_event
 
 
 def bench(args) -> dict:
@@ -86,7 +75,7 @@ def bench(args) -> dict:
             with PeakRSS(interval_s=0.05) as rss:
                 before = rss.peak
                 start = time.perf_counter()
-                predictor.predict(image, out={"Nucleus": out}, callbacks=[progress_printer()])
+                predictor.predict(image, out={"Nucleus": out}, callbacks=[ProgressBar("predict")])
                 seconds = time.perf_counter() - start
             corner = np.asarray(out[:256, :256])
     if not np.isfinite(corner).all() or not corner.any():
@@ -132,6 +121,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where the input and output are written")
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    set_log_level(logging.INFO)  # the CLI's progress bar, or a line with the ETA every 30 s
     report = bench(args)
     print(
         f"{report['preset']} on {report['side']}²: {report['seconds']:.0f} s, "
