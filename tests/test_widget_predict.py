@@ -67,7 +67,7 @@ def test_cancel_stops_the_worker(viewer_and_widget, tiny_checkpoint, qtbot):
     viewer.add_image(np.random.default_rng(0).random((2048, 2048), np.float32), name="big")
     widget.rows["Nucleus"].file.value = tiny_checkpoint
     widget.start()
-    qtbot.waitUntil(lambda: "tile" in widget.status.value, timeout=TIMEOUT_MS)  # some of ~1400 tiles done
+    qtbot.waitUntil(lambda: "tile" in widget.progress.native.text(), timeout=TIMEOUT_MS)  # ~1400 tiles
     widget.cancel_button.clicked()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=5_000)
     assert widget.status.value == "Cancelled (finished tiles kept)"
@@ -191,7 +191,7 @@ def test_closing_the_viewer_stops_a_running_prediction(viewer_and_widget, tiny_c
     viewer.add_image(np.random.default_rng(0).random((2048, 2048), np.float32), name="big")
     widget.rows["Nucleus"].file.value = tiny_checkpoint
     widget.start()
-    qtbot.waitUntil(lambda: "tile" in widget.status.value, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: "tile" in widget.progress.native.text(), timeout=TIMEOUT_MS)
     worker = widget.worker
     with qtbot.waitSignal(worker.finished, timeout=5_000):
         viewer.close()
@@ -360,3 +360,28 @@ def test_progress_shows_in_the_widget_bar_never_busy_and_not_in_the_activity_doc
     qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
     tiles = Predictor({"Nucleus": tiny_checkpoint}, "cpu", tile_size=64).tile_grid((200, 180), "Nucleus")
     assert widget.progress.max == widget.progress.value == len(tiles) > 1
+
+
+def test_tiles_and_tile_counts_are_shown_together_at_most_every_refresh_period(
+    viewer_and_widget, tiny_checkpoint, qtbot, monkeypatch
+):
+    from napari_lightmycells.widgets import predict as predict_module
+
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.random.default_rng(7).random((200, 180), np.float32), name="cells")
+    widget.rows["Nucleus"].file.value = tiny_checkpoint
+    widget.batch_size.value = 1
+    monkeypatch.setattr(predict_module, "REFRESH_S", 3600.0)  # nothing but the first tile until the end
+    uploaded, statuses = [], set()
+    upload = predict_module.upload_region
+    monkeypatch.setattr(
+        predict_module, "upload_region", lambda *args: uploaded.append(args[2]) or upload(*args)
+    )
+    widget.start()
+    qtbot.waitUntil(lambda: statuses.add(widget.status.value) or widget.worker is None, timeout=TIMEOUT_MS)
+    layer = viewer.layers["cells Nucleus"]
+    assert len(uploaded) == 1 and np.count_nonzero(layer.data) == layer.data.size  # first tile, then the end
+    assert not any("tile" in status for status in statuses)  # a label changing size relayouts the window
+    assert widget.status.value == "Predicted Nucleus"
+    tiles = widget.progress.max
+    assert tiles > 1 and widget.progress.native.text().startswith(f"Nucleus: tile {tiles}/{tiles}")

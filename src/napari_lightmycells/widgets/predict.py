@@ -1,10 +1,11 @@
 """The Predict widget: organelle predictions for an image layer, computed in a background thread.
 
-The output layers appear at once and fill tile by tile (tiles in the field of view first, display
-refreshed at most every :data:`REFRESH_S`); Cancel keeps the finished tiles. Progress shows in the widget's
-own bar, never indeterminate: napari's activity dock animates an indicator while a task runs, and with
-software OpenGL each of its frames redraws the window (~0.65 CPU cores, slowing tiles 2-5x on 2 cores). Image layers may be numpy,
-lazy (dask, zarr: read tile by tile) or multiscale (the full-resolution level is predicted). Loaded
+The output layers appear at once and fill tile by tile (tiles in the field of view first; the finished tiles
+and the progress are shown together at most every :data:`REFRESH_S`, uploading only the new tiles to the
+GPU, see :mod:`._texture`); Cancel keeps the finished tiles. Progress shows in the widget's own bar, never
+indeterminate: napari's activity dock animates an indicator while a task runs, and with software OpenGL each
+of its frames redraws the window (~0.65 CPU cores, slowing tiles 2-5x on 2 cores). Image layers may be
+numpy, lazy (dask, zarr: read tile by tile) or multiscale (the full-resolution level is predicted). Loaded
 models are kept between clicks (:class:`..inference.cache.ModelCache`) until released or the dock closes.
 Public-model downloads live in :mod:`.downloads`, the bioimage.io export in :mod:`.export`.
 """
@@ -33,6 +34,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image
 from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import QTimer
 from superqt.utils import ensure_main_thread
 
 from ..constants import CHALLENGE_PERCENTILES, MODALITIES, ORGANELLE_COLORMAPS
@@ -45,6 +47,7 @@ from ..inference.predictor import Predictor, resolve_plane
 from ..inference.tiling import DEFAULT_OVERLAP
 from ._help import PREDICT, add_tooltips
 from ._tasks import notify_error, start_worker, unless_closed
+from ._texture import upload_region
 from .downloads import ModelDownloads, describe, public_models
 from .export import ExportPanel
 
@@ -203,8 +206,12 @@ class PredictWidget(Container):
         self._source: Image | None = None
         self._layers: dict[str, Image] = {}  # organelle -> output layer being filled
         self._blank: set[str] = set()  # organelles whose layer has no finished tile yet
-        self._stale: set[str] = set()  # organelles whose layer has tiles not yet drawn
+        self._stale: dict[str, list] = {}  # organelle -> regions of its layer finished but not yet drawn
+        self._shown: tuple | None = None  # (status, step, total) not yet shown
         self._drawn = 0.0
+        self._redraw_timer = QTimer()
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.timeout.connect(self._redraw)
         self._held: list | None = None  # worker calls held while start() runs
         self._closed = False
         self.models = ModelCache()
@@ -222,6 +229,7 @@ class PredictWidget(Container):
     def _on_closed(self) -> None:
         """The dock was closed: stop a running prediction and ignore what its worker still sends."""
         self._closed = True
+        self._redraw_timer.stop()
         self.downloads.close()
         if self._stop is not None:
             self._stop.request()
@@ -289,12 +297,13 @@ class PredictWidget(Container):
         )
         # The first tile is on its way while the viewer adds the layers (slow).
         self.progress.max, self.progress.value = 1, 0
+        self.progress.native.setFormat("%p%")
         self.status.value = "Loading models…"
         self.predict_button.enabled, self.cancel_button.enabled = False, True
         self._layers = {
             organelle: self._output_layer(organelle, out) for organelle, out in request.out.items()
         }
-        self._blank, self._stale, self._drawn = set(self._layers), set(), 0.0
+        self._blank, self._stale, self._shown, self._drawn = set(self._layers), {}, None, 0.0
 
     def cancel(self) -> None:
         """Ask the running prediction to stop after its current batch of tiles."""
@@ -369,35 +378,60 @@ class PredictWidget(Container):
     @unless_closed
     @held_during_start
     def _on_event(self, event: ProgressEvent) -> None:
-        """Progress from the worker thread, delivered in the main thread: status, bar, finished tiles."""
-        if event.kind not in ("start", "step"):
+        """Progress from the worker thread, delivered in the main thread. The tile count and time left show
+        in the progress bar's text, with the finished tiles, at most every :data:`REFRESH_S`: with software
+        OpenGL each repaint of the window costs tens of milliseconds, and a status label whose text changes
+        size would relayout (and repaint) the whole window at each tile."""
+        if event.kind == "start":
+            self.status.value = event.message
+            self.progress.max, self.progress.value = max(event.total or 1, 1), 0
+            return
+        if event.kind != "step":
             return
         eta = f", ~{event.eta_s:.0f} s left" if event.eta_s is not None else ""
-        self.status.value = f"{event.message}{eta}" if event.kind == "step" else event.message
-        if event.total:
-            self.progress.max = event.total
-        self.progress.value = event.step
+        self._shown = (f"{event.message}{eta}", event.step, event.total)
         if event.output in self._layers:
             self._on_tiles(event.output, event.region)
+        else:
+            self._schedule_redraw()
 
     def _on_tiles(self, organelle: str, region: tuple) -> None:
         """Show finished tiles: at once for a layer's first ones (with contrast limits from them), else
         with the next throttled redraw."""
-        self._stale.add(organelle)
+        self._stale.setdefault(organelle, []).append(region)
         if organelle in self._blank:
             self._blank.discard(organelle)
             limits = display_range(np.asarray(self._layers[organelle].data[region]))
             if limits is not None:
                 self._layers[organelle].contrast_limits = limits
-        elif time.perf_counter() - self._drawn < REFRESH_S:
-            return
-        self._redraw()
+            self._redraw()
+        else:
+            self._schedule_redraw()
 
-    def _redraw(self) -> None:
-        for organelle in self._stale:
-            if self._layers[organelle] in self.viewer.layers:
-                self._layers[organelle].refresh()
+    def _schedule_redraw(self) -> None:
+        if not self._redraw_timer.isActive():
+            wait = REFRESH_S - (time.perf_counter() - self._drawn)
+            self._redraw_timer.start(max(0, round(1000 * wait)))
+
+    def _redraw(self, full: bool = False) -> None:
+        """Show the tiles finished since the last redraw (uploading only them, unless ``full``: the whole
+        layers are refreshed, thumbnails included), then the progress. In this order the progress bar's
+        immediate repaint also paints the canvas: one repaint of the window instead of two."""
+        self._redraw_timer.stop()
+        for organelle, regions in self._stale.items():
+            layer = self._layers[organelle]
+            if layer not in self.viewer.layers:
+                continue
+            if full or not all(upload_region(self.viewer, layer, region) for region in regions):
+                layer.refresh()
         self._stale.clear()
+        if self._shown is not None:
+            message, step, total = self._shown
+            self.progress.native.setFormat(message.replace("%", "%%"))
+            if total:
+                self.progress.max = total
+            self.progress.value = step
+            self._shown = None
         self._drawn = time.perf_counter()
 
     @unless_closed
@@ -408,7 +442,7 @@ class PredictWidget(Container):
             limits = display_range(layer.data)
             if limits is not None:
                 layer.contrast_limits = limits
-        self._redraw()
+        self._redraw(full=True)
         where = f" (plane {plane})" if plane is not None else ""
         self.status.value = f"Predicted {', '.join(self._layers)}{where}"
 
@@ -447,7 +481,7 @@ class PredictWidget(Container):
             if self._layers[organelle] in self.viewer.layers:
                 self.viewer.layers.remove(self._layers[organelle])
         if isinstance(error, StopRequested):
-            self._redraw()
+            self._redraw(full=True)
             self.status.value = "Cancelled (finished tiles kept)"
             show_info("Prediction cancelled; the finished tiles are kept.")
             return
