@@ -198,11 +198,7 @@ class PredictionMarks:
         ("models_ms", "worker started", "models ready"),
         ("stats_ms", "models ready", "tile forward"),  # validation, focus plane, normalisation statistics
         ("forward_ms", "tile forward", "tile computed"),
-        (
-            "to_main_thread_ms",
-            "tile computed",
-            "tile received",
-        ),  # the queued signal waits for the main thread
+        ("to_main_thread_ms", "tile computed", "tile received"),  # the signal waits for the main thread
         ("to_drawn_ms", "tile received", "tile drawn"),  # contrast limits, texture upload, canvas repaint
     )
 

@@ -207,7 +207,7 @@ class PredictWidget(Container):
         self._layers: dict[str, Image] = {}  # organelle -> output layer being filled
         self._blank: set[str] = set()  # organelles whose layer has no finished tile yet
         self._stale: dict[str, list] = {}  # organelle -> regions of its layer finished but not yet drawn
-        self._shown: tuple | None = None  # (status, step, total) not yet shown
+        self._shown: tuple | None = None  # (progress text, step, total) not yet shown
         self._drawn = 0.0
         self._redraw_timer = QTimer()
         self._redraw_timer.setSingleShot(True)
@@ -418,10 +418,10 @@ class PredictWidget(Container):
         layers are refreshed, thumbnails included), then the progress. In this order the progress bar's
         immediate repaint also paints the canvas: one repaint of the window instead of two."""
         self._redraw_timer.stop()
-        for organelle, regions in self._stale.items():
-            layer = self._layers[organelle]
+        for organelle, layer in self._layers.items():
             if layer not in self.viewer.layers:
                 continue
+            regions = self._stale.get(organelle, [])
             if full or not all(upload_region(self.viewer, layer, region) for region in regions):
                 layer.refresh()
         self._stale.clear()
