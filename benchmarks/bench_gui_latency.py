@@ -88,11 +88,12 @@ def new_viewer() -> napari.Viewer:
     return viewer
 
 
-def canvas_size(viewer: napari.Viewer) -> list[int]:
-    return list(viewer.window._qt_viewer.canvas._scene_canvas.size)
+def scene_canvas(viewer: napari.Viewer):
+    """The vispy canvas napari draws into (its draw events, its size, a bare repaint)."""
+    return viewer.window._qt_viewer.canvas._scene_canvas
 
 
-def measure_idle(viewer: napari.Viewer, probe: LatencyProbe, seconds: float, mode: str) -> dict:
+def measure_idle(probe: LatencyProbe, seconds: float, mode: str) -> dict:
     run_event_loop(2)  # let the window settle
     probe.start()
     run_event_loop(seconds)
@@ -102,7 +103,7 @@ def measure_idle(viewer: napari.Viewer, probe: LatencyProbe, seconds: float, mod
 def measure_repaint(viewer: napari.Viewer, probe: LatencyProbe, repeats: int = 10) -> dict:
     """Lateness from one repaint of the canvas alone (nothing computing): what any canvas update costs in
     this viewer (with software OpenGL it grows with the window's area)."""
-    canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    canvas = scene_canvas(viewer)
     probe.start()
     for _ in range(repeats):
         run_event_loop(0.2)
@@ -165,8 +166,7 @@ class PredictionMarks:
         self.clicked = time.perf_counter()
         for name, owner, attribute, at_end in self.STEPS:
             self._wrap(name, owner, attribute, at_end)
-        canvas = viewer.window._qt_viewer.canvas._scene_canvas
-        canvas.events.draw.connect(self._on_draw, position="last")
+        scene_canvas(viewer).events.draw.connect(self._on_draw, position="last")
 
     def reset(self) -> None:
         self.times, self.clicked = {}, time.perf_counter()
@@ -249,7 +249,7 @@ def measure_prediction(viewer: napari.Viewer, probe: LatencyProbe, args, folder:
     widget = predict_widget.PredictWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Predict")
     widget.image.value = viewer.add_image(image, name="cells")
-    rows = [measure_idle(viewer, probe, args.seconds, "predict idle")]
+    rows = [measure_idle(probe, args.seconds, "predict idle")]
     widget.device.value, widget.tile_size.value, widget.batch_size.value = "cpu", args.tile, 1
     widget.precision.value = args.precision
     widget.rows["Nucleus"].file.value = checkpoint
@@ -306,15 +306,15 @@ def main() -> None:
         viewer = new_viewer()
         study = make_synthetic_study(tmp / "study", n_cases=args.cases, size=2 * args.patch, n_planes=2)
         widget = make_widget(viewer, study, args, tmp / "run")
-        rows += [measure_idle(viewer, probe, args.seconds, "idle")]
+        rows += [measure_idle(probe, args.seconds, "idle")]
         rows += [measure_mode(widget, probe, mode, args.seconds) for mode in ("process", "thread")]
-        viewer_size = canvas_size(viewer)
+        viewer_size = list(scene_canvas(viewer).size)
         viewer.close()
     if args.only != "finetune":  # a viewer with only the image predicted
         viewer = new_viewer()
         rows += measure_prediction(viewer, probe, args, tmp)
         rows += [measure_repaint(viewer, probe)]
-        viewer_size = canvas_size(viewer)
+        viewer_size = list(scene_canvas(viewer).size)
         viewer.close()
 
     print(
@@ -358,6 +358,7 @@ def main() -> None:
                 "results": rows,
             },
             indent=2,
+            default=str,  # --output is a Path
         )
         + "\n"
     )
